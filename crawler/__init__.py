@@ -1,0 +1,41 @@
+"""crawler: a distributed web and image downloader.
+
+The data flow, one module per stage::
+
+    seeds ─► master ─► frontier ══ task queue (queues) ══► worker ─► fetch ─► storage ─► output/
+               ▲                                              │
+               └─ state (SQLite) ◄═══ result queue ◄══════════╛  Result(path, sha256, ...)
+               └─► manifest.jsonl
+
+The master streams the seed list into its crawl state, leases URLs to
+workers through a ``multiprocessing.managers`` server, and records every
+result; workers download with ``requests`` and report paths, never bytes.
+"""
+
+from .errors import (
+    AddressInUse,
+    AuthenticationFailed,
+    CrawlerError,
+    MasterError,
+    MasterUnreachable,
+    OutputError,
+    UsageError,
+)
+from .messages import Outcome, Policy, Result, Task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AddressInUse",
+    "AuthenticationFailed",
+    "CrawlerError",
+    "MasterError",
+    "MasterUnreachable",
+    "Outcome",
+    "OutputError",
+    "Policy",
+    "Result",
+    "Task",
+    "UsageError",
+    "__version__",
+]

@@ -1,0 +1,310 @@
+"""The command line: ``crawler run|master|worker``.
+
+The one place that sees argv and the environment: it builds the policy and
+the configs, wires the master, the workers and logging together, and maps
+errors to exit statuses: 0 every URL ok, 1 some URL failed, 2 the crawl could
+not run, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import secrets
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from . import __version__
+from .errors import CrawlerError, UsageError
+from .master import Master, MasterConfig
+from .messages import Policy
+from .queues import format_address, parse_address
+from .seeds import open_seeds
+from .worker import Worker, WorkerConfig
+
+__all__ = ["main", "parse_size"]
+
+logger = logging.getLogger("crawler")
+
+EXIT_OK, EXIT_FAILED_URLS, EXIT_CANNOT_RUN, EXIT_INTERRUPTED = 0, 1, 2, 130
+AUTHKEY_ENV = "CRAWLER_AUTHKEY"
+SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+WORKER_EXIT_SECONDS = 10.0
+
+
+def parse_size(text: str) -> int:
+    """Parse a byte count such as ``500K``, ``10M`` or ``1G`` (powers of 1024)."""
+    match = SIZE.match(text)
+    if not match:
+        raise ValueError(f"not a size: {text!r} (examples: 500K, 10M, 1G)")
+    number, unit = match.groups()
+    return int(float(number) * 1024 ** "kmgt".find(unit.lower()) if unit else float(number))
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CANNOT_RUN, f"crawler: error: {message} (see crawler --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError
+    return value
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+for _converter, _name in (
+    (_positive_int, "a positive whole number"),
+    (_non_negative_int, "a whole number"),
+    (_positive_float, "a positive number"),
+):
+    _converter.__name__ = _name  # argparse names the type in its "invalid ... value" message
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="crawler", description="Distributed web and image downloader.")
+    parser.add_argument("--version", action="version", version=f"crawler {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,master,worker}")
+    run = commands.add_parser("run", help="crawl on this machine: a master and local workers")
+    master = commands.add_parser("master", help="serve a crawl to workers on any machine")
+    worker = commands.add_parser("worker", help="work for a master")
+    for sub in (run, master, worker):
+        sub.add_argument("-o", "--output", type=Path, default=Path("output"), help="output folder (default: output)")
+        sub.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+        sub.add_argument("-v", "--verbose", action="count", default=0, help="more detail (-vv for debug)")
+    for sub in (run, master):
+        sub.add_argument(
+            "seeds", nargs="?", default="seeds.txt", help="file with one URL per line, - for stdin (default: seeds.txt)"
+        )
+        sub.add_argument(
+            "--timeout",
+            type=_positive_float,
+            default=30.0,
+            help="seconds for connecting and for each read (default: 30)",
+        )
+        sub.add_argument(
+            "--retries", type=_non_negative_int, default=3, help="further attempts after transient errors (default: 3)"
+        )
+        sub.add_argument(
+            "--max-bytes", type=_size, default=0, help="largest file kept, e.g. 500K, 10M, 1G (default: no limit)"
+        )
+        sub.add_argument("--user-agent", default="", help="User-Agent header (default: crawler/VERSION)")
+        sub.add_argument(
+            "--lease-seconds",
+            type=_positive_float,
+            default=30.0,
+            help="seconds a worker may hold a URL without a heartbeat (default: 30)",
+        )
+    for sub in (run, worker):
+        sub.add_argument(
+            "-t", "--threads", type=_positive_int, default=16, help="downloads at once per worker (default: 16)"
+        )
+    for sub in (master, worker):
+        sub.add_argument(
+            "--authkey-file", type=Path, help=f"file holding the shared key, mode 0600 (default: ${AUTHKEY_ENV})"
+        )
+    run.add_argument(
+        "-w",
+        "--workers",
+        type=_positive_int,
+        default=max(1, os.cpu_count() or 1),
+        help="worker processes (default: one per CPU)",
+    )
+    master.add_argument(
+        "--bind",
+        type=parse_address,
+        default=("127.0.0.1", 5000),
+        help="HOST:PORT to listen on (default: 127.0.0.1:5000)",
+    )
+    worker.add_argument(
+        "--connect",
+        type=parse_address,
+        default=("127.0.0.1", 5000),
+        help="the master's HOST:PORT (default: 127.0.0.1:5000)",
+    )
+    worker.add_argument(
+        "--connect-timeout",
+        type=_positive_float,
+        default=60.0,
+        help="seconds to keep trying to reach the master (default: 60)",
+    )
+    return parser
+
+
+def read_authkey(path: Path | None) -> bytes:
+    """Return the shared key from ``path`` (mode 0600) or the environment."""
+    if path is not None:
+        try:
+            mode = path.stat().st_mode
+            key = path.read_bytes().strip()
+        except OSError as error:
+            raise UsageError(f"cannot read authkey file {path}: {error.strerror}") from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise UsageError(f"authkey file {path} is readable by others; run: chmod 600 {path}")
+    else:
+        key = os.environ.get(AUTHKEY_ENV, "").strip().encode()
+    if not key:
+        raise UsageError(f"no authkey: set {AUTHKEY_ENV} or pass --authkey-file FILE")
+    return key
+
+
+def build_policy(args: argparse.Namespace) -> Policy:
+    return Policy(
+        timeout=args.timeout,
+        retries=args.retries,
+        max_bytes=args.max_bytes,
+        user_agent=args.user_agent,
+        lease_seconds=args.lease_seconds,
+    )
+
+
+def _master_config(args: argparse.Namespace, bind: tuple[str, int], authkey: bytes) -> MasterConfig:
+    return MasterConfig(
+        output=args.output, bind=bind, authkey=authkey, policy=build_policy(args), show_progress=not args.quiet
+    )
+
+
+def _run_master(args: argparse.Namespace, config: MasterConfig) -> int:
+    with open_seeds(args.seeds) as seeds, Master(config, seeds) as master:
+        status = master.run()
+    if not args.quiet:
+        print(f"crawler: {master.counts.summary()}", file=sys.stderr)
+    return status
+
+
+def command_master(args: argparse.Namespace) -> int:
+    authkey = read_authkey(args.authkey_file)
+    return _run_master(args, _master_config(args, args.bind, authkey))
+
+
+def command_worker(args: argparse.Namespace) -> int:
+    authkey = read_authkey(args.authkey_file)
+    config = WorkerConfig(
+        connect=args.connect,
+        authkey=authkey,
+        output=args.output,
+        threads=args.threads,
+        connect_seconds=args.connect_timeout,
+    )
+    return Worker(config).run()
+
+
+def command_run(args: argparse.Namespace) -> int:
+    """A master on a free loopback port, a random key, and ``--workers`` local workers."""
+    authkey = secrets.token_hex(32).encode()
+    config = _master_config(args, ("127.0.0.1", 0), authkey)
+    with open_seeds(args.seeds) as seeds, Master(config, seeds) as master:
+        workers = _start_local_workers(args, master.server.address, authkey)
+        try:
+            master.watch(lambda: _check_local_workers(workers))
+            status = master.run()
+        finally:
+            # Still serving: a worker that connects only now hears that the crawl is over.
+            _stop_local_workers(workers)
+    if not args.quiet:
+        print(f"crawler: {master.counts.summary()}", file=sys.stderr)
+    return status
+
+
+def _start_local_workers(
+    args: argparse.Namespace, address: tuple[str, int], authkey: bytes
+) -> list[subprocess.Popen[bytes]]:
+    # The key travels in the environment, never in argv (visible to every user in ps).
+    env = {**os.environ, AUTHKEY_ENV: authkey.decode()}
+    command = [
+        sys.executable,
+        "-m",
+        "crawler",
+        "worker",
+        "--connect",
+        format_address(address),
+        "-o",
+        str(args.output),
+        "-t",
+        str(args.threads),
+        "--connect-timeout",
+        "10",
+    ]
+    command += ["-v"] * args.verbose if args.verbose else ["-q"]
+    return [subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL) for _ in range(args.workers)]
+
+
+def _check_local_workers(workers: Sequence[subprocess.Popen[bytes]]) -> None:
+    codes = [worker.poll() for worker in workers]
+    if all(code is not None for code in codes):
+        raise CrawlerError(f"all {len(workers)} workers exited before the crawl ended (status {codes[0]})")
+
+
+def _stop_local_workers(workers: Sequence[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + WORKER_EXIT_SECONDS
+    for worker in workers:
+        try:
+            worker.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+class _ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Log lines that do not collide with a live progress bar."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return "\r\x1b[K" + text if self.stream.isatty() else text
+
+
+def setup_logging(args: argparse.Namespace) -> None:
+    level = logging.ERROR if args.quiet else (logging.INFO, logging.DEBUG)[min(args.verbose, 1)]
+    handler = _ConsoleHandler(sys.stderr)
+    tty = sys.stderr.isatty()
+    handler.setFormatter(logging.Formatter("crawler: %(message)s" if tty else "%(asctime)s crawler: %(message)s"))
+    root = logging.getLogger("crawler")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+COMMANDS = {"run": command_run, "master": command_master, "worker": command_worker}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args)
+    try:
+        return COMMANDS[args.command](args)
+    except CrawlerError as error:
+        print(f"crawler: error: {error}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED

@@ -1,0 +1,54 @@
+"""The exception tree of crawler.
+
+A URL's failure is data (a result with status ``failed``); only a crawl that
+cannot run raises. Every exception the CLI turns into exit status 2 derives
+from :class:`CrawlerError`::
+
+    CrawlerError
+     ├── UsageError          bad option value, unreadable seeds, no valid URL
+     ├── OutputError         output folder not usable
+     └── MasterError         problems talking to or serving the master
+          ├── AuthenticationFailed   the authkeys do not match
+          ├── AddressInUse           the master's port is taken
+          └── MasterUnreachable      no master answered in time
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AddressInUse",
+    "AuthenticationFailed",
+    "CrawlerError",
+    "MasterError",
+    "MasterUnreachable",
+    "OutputError",
+    "UsageError",
+]
+
+
+class CrawlerError(Exception):
+    """Root of every error that stops a crawl (exit status 2)."""
+
+
+class UsageError(CrawlerError):
+    """The command line or the seed list cannot be used."""
+
+
+class OutputError(CrawlerError):
+    """The output folder cannot be created or written."""
+
+
+class MasterError(CrawlerError):
+    """Serving the queues or connecting to them failed."""
+
+
+class AuthenticationFailed(MasterError):
+    """The worker's authkey does not match the master's."""
+
+
+class AddressInUse(MasterError):
+    """The address the master should listen on is taken."""
+
+
+class MasterUnreachable(MasterError):
+    """No master answered at the address within the allowed time."""

@@ -1,0 +1,172 @@
+"""Fetch one URL into one file: a single attempt, classified.
+
+Knows nothing of queues or retries: it returns a :class:`Result` whose
+outcome is ``ok``, ``failed`` (permanent: 4xx, too large, bad redirect) or
+``retry`` (transient: 429, 5xx, network errors, timeouts, truncated bodies),
+and the master decides what happens next.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import time
+from pathlib import Path
+from typing import IO
+
+import requests
+import urllib3
+
+from . import __version__
+from .messages import Outcome, Policy, Result, Task
+from .storage import atomic_writer, relative_path_for
+
+__all__ = ["fetch", "make_session", "parse_retry_after"]
+
+
+class BodyTooLarge(Exception):
+    """The body grew past the policy's ``max_bytes``."""
+
+
+class TruncatedBody(Exception):
+    """The connection ended before Content-Length bytes arrived."""
+
+
+def make_session(policy: Policy) -> requests.Session:
+    """Return a session configured for ``policy``; use one per thread."""
+    session = requests.Session()
+    session.max_redirects = policy.max_redirects
+    session.headers["User-Agent"] = policy.user_agent or f"crawler/{__version__}"
+    return session
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Return the seconds a Retry-After header asks for, or None if absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def fetch(session: requests.Session, task: Task, policy: Policy, root: Path, worker: str) -> Result:
+    """Download ``task.url`` under ``root`` once and say what came of it."""
+    started = time.monotonic()
+    result = _attempt(session, task, policy, root)
+    return result._replace(attempt=task.attempt, worker=worker, elapsed=time.monotonic() - started)
+
+
+def _attempt(session: requests.Session, task: Task, policy: Policy, root: Path) -> Result:
+    failed = Outcome.FAILED.value
+    retry = Outcome.RETRY.value
+    try:
+        with session.get(task.url, stream=True, timeout=policy.timeout) as response:
+            return _save(response, task, policy, root)
+    except requests.TooManyRedirects:
+        return Result(task.id, task.url, failed, error=f"more than {policy.max_redirects} redirects")
+    except (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL) as error:
+        return Result(task.id, task.url, failed, error=f"bad redirect target: {error}")
+    except requests.Timeout:
+        return Result(task.id, task.url, retry, error=f"timed out after {policy.timeout:g} s")
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
+        return Result(task.id, task.url, retry, error=_describe(error))
+    except TruncatedBody as error:
+        return Result(task.id, task.url, retry, error=str(error))
+    except BodyTooLarge as error:
+        return Result(task.id, task.url, failed, error=str(error))
+    except OSError as error:
+        return Result(task.id, task.url, failed, error=f"cannot write file: {error.strerror or error}")
+
+
+def _save(response: requests.Response, task: Task, policy: Policy, root: Path) -> Result:
+    status = response.status_code
+    content_type = response.headers.get("Content-Type")
+    if status == 429 or status >= 500:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        return Result(
+            task.id,
+            task.url,
+            Outcome.RETRY.value,
+            http_status=status,
+            error=_status_text(response),
+            retry_after=retry_after,
+        )
+    if not 200 <= status < 300:
+        return Result(
+            task.id,
+            task.url,
+            Outcome.FAILED.value,
+            http_status=status,
+            error=_status_text(response),
+            content_type=content_type,
+        )
+    _check_declared_length(response, policy)
+    relative = relative_path_for(task.url, content_type)
+    with atomic_writer(root, relative) as file:
+        size, digest = _stream_body(response, file, policy)
+    return Result(
+        task.id,
+        task.url,
+        Outcome.OK.value,
+        path=relative,
+        bytes=size,
+        sha256=digest,
+        content_type=content_type,
+        http_status=status,
+    )
+
+
+def _check_declared_length(response: requests.Response, policy: Policy) -> None:
+    declared = _content_length(response)
+    if policy.max_bytes and declared is not None and declared > policy.max_bytes:
+        raise BodyTooLarge(_too_large(policy))
+
+
+def _stream_body(response: requests.Response, file: IO[bytes], policy: Policy) -> tuple[int, str]:
+    """Copy the decoded body to ``file``; return its size and SHA-256."""
+    raw = response.raw
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := raw.read(policy.chunk_bytes, decode_content=True):
+        size += len(chunk)
+        if policy.max_bytes and size > policy.max_bytes:
+            raise BodyTooLarge(_too_large(policy))
+        digest.update(chunk)
+        file.write(chunk)
+    declared = _content_length(response)
+    # urllib3 enforces Content-Length too; this catches what slips past it.
+    if declared is not None and raw.tell() < declared:
+        raise TruncatedBody(f"truncated body: {raw.tell()} of {declared} bytes")
+    return size, digest.hexdigest()
+
+
+def _content_length(response: requests.Response) -> int | None:
+    try:
+        return int(response.headers["Content-Length"])
+    except (KeyError, ValueError):
+        return None
+
+
+def _too_large(policy: Policy) -> str:
+    return f"body larger than --max-bytes {policy.max_bytes} bytes"
+
+
+def _status_text(response: requests.Response) -> str:
+    return f"HTTP {response.status_code} {response.reason or ''}".strip()
+
+
+def _describe(error: BaseException) -> str:
+    """Return a one-line message naming the innermost cause of a network error."""
+    cause: BaseException = error
+    while True:
+        inner = getattr(cause, "reason", None) or cause.__cause__ or cause.__context__
+        if not isinstance(inner, BaseException) or inner is cause:
+            break
+        cause = inner
+    text = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+    return f"{type(cause).__name__}: {text}"[:300]

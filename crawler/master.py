@@ -1,0 +1,310 @@
+"""The master: feed the task queue from the crawl state, collect results, decide the end.
+
+It streams the seed list into the state, serves the queues, keeps a bounded
+window of pending URLs in play (backpressure: a million seeds never sit in
+memory at once), turns results into final states or scheduled retries, takes
+back the URLs of workers whose leases expired, and says when the crawl is
+over: when no URL is pending, leased or waiting to retry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TextIO
+
+from .errors import OutputError, UsageError
+from .frontier import Frontier, ResultQueueView, TaskQueueView
+from .messages import Outcome, Policy, Result, Task
+from .progress import CrawlCounts, Progress
+from .queues import QueueServer, format_address
+from .seeds import SeedLine, read_seeds
+from .state import CrawlState, FinalRecord, Manifest
+from .storage import remove_temp_files
+
+__all__ = ["Master", "MasterConfig", "retry_delay"]
+
+logger = logging.getLogger(__name__)
+
+SEED_CHUNK = 20_000
+WINDOW_LOW = 2_000
+WINDOW_REFILL = 10_000
+LOOP_WAIT_SECONDS = 0.05
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MasterConfig:
+    """Everything the master needs besides the seeds stream."""
+
+    output: Path
+    bind: tuple[str, int]
+    authkey: bytes
+    policy: Policy
+    linger_seconds: float = 5.0
+    """After the end, how long to wait for active workers to hear it."""
+    drain_seconds: float = 5.0
+    """After Ctrl-C, how long to wait for the work in flight."""
+    show_progress: bool = True
+
+
+def retry_delay(attempt: int, retry_after: float | None, policy: Policy, rng: random.Random) -> float:
+    """Return the seconds to wait before attempt ``attempt + 1``.
+
+    Exponential backoff with full jitter over the upper half; a server's
+    Retry-After wins when longer, up to ``policy.retry_after_max``.
+    """
+    backoff = min(policy.backoff_max, policy.backoff_base * 2.0 ** (attempt - 1))
+    delay = backoff * (0.5 + rng.random() / 2)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, policy.retry_after_max))
+    return delay
+
+
+def _nothing() -> None:
+    pass
+
+
+class Master:
+    """One crawl, from seeds to final states."""
+
+    def __init__(self, config: MasterConfig, seeds: TextIO) -> None:
+        self.config = config
+        self.policy = config.policy
+        self._rng = random.Random()
+        self._seed_lines: Iterator[SeedLine] = read_seeds(seeds)
+        self._seeds_done = False
+        self._valid_seeds = 0
+        self.invalid_seeds = 0
+        self._cursor = 0
+        self._state_exhausted = False
+        self.frontier = Frontier(config.policy.lease_seconds)
+        self.state, self.manifest = self._open_output(config.output)
+        self.counts = CrawlCounts()
+        self.progress = Progress(self.counts, enabled=config.show_progress)
+        self._load_seed_chunk()
+        if self._seeds_done and self._valid_seeds == 0:
+            self.close()
+            raise UsageError("no valid URL in the seeds file")
+        self._init_counts()
+        self._watchdog: Callable[[], None] = _nothing
+        self.server = QueueServer(
+            config.bind,
+            config.authkey,
+            {
+                "get_task_queue": (self.task_queue_for, TaskQueueView.exposed),
+                "get_result_queue": (self.result_queue_for, ResultQueueView.exposed),
+            },
+        )
+
+    def watch(self, check: Callable[[], None]) -> None:
+        """Call ``check`` on every turn of the loop; it raises to abort the crawl."""
+        self._watchdog = check
+
+    # --- the two callables the manager serves (named, never lambdas) ----
+
+    def task_queue_for(self, worker: str, capacity: int) -> TaskQueueView:
+        logger.debug("master: worker %s connected (capacity %d)", worker, capacity)
+        return TaskQueueView(self.frontier, self.policy.to_wire(), worker, capacity)
+
+    def result_queue_for(self, worker: str) -> ResultQueueView:
+        return ResultQueueView(self.frontier, worker)
+
+    # --- set-up -----------------------------------------------------------
+
+    def _open_output(self, root: Path) -> tuple[CrawlState, Manifest]:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            state = CrawlState(root)
+            reopened_failed, reopened_missing = state.reopen_for_resume(root)
+            removed = remove_temp_files(root, older_than=2 * self.policy.lease_seconds)
+            if not (root / "manifest.jsonl").exists():
+                Manifest.rebuild(root, state)
+            manifest = Manifest(root)
+        except OSError as error:
+            raise OutputError(f"output folder {root} is not usable: {error.strerror or error}") from None
+        if reopened_failed or reopened_missing or removed:
+            logger.info(
+                "master: resuming: %d failed URLs to retry, %d files missing, %d temporary files removed",
+                reopened_failed,
+                reopened_missing,
+                removed,
+            )
+        return state, manifest
+
+    def _init_counts(self) -> None:
+        by_status = self.state.counts()
+        self.counts.ok = by_status.get("ok", 0)
+        self.counts.failed = by_status.get("failed", 0) + self.invalid_seeds
+        self.counts.total = sum(by_status.values()) + self.invalid_seeds
+
+    def _load_seed_chunk(self) -> None:
+        """Move the next chunk of the seed list into the state."""
+        if self._seeds_done:
+            return
+        chunk = list(itertools.islice(self._seed_lines, SEED_CHUNK))
+        self._seeds_done = len(chunk) < SEED_CHUNK
+        urls = [line.url for line in chunk if line.url]
+        self._valid_seeds += len(urls)
+        added = self.state.add_urls(urls)
+        self.counts.total += added
+        for line in chunk:
+            if line.error:
+                self._record_invalid_seed(line)
+        if added:
+            self._state_exhausted = False
+
+    def _record_invalid_seed(self, line: SeedLine) -> None:
+        logger.warning("seeds line %d: %s: %s", line.line_number, line.error, line.text[:200])
+        self.invalid_seeds += 1
+        self.counts.failed += 1
+        self.counts.total += 1
+        self.manifest.write(FinalRecord.failure(line.text, line.error or "invalid URL", attempts=0).to_manifest())
+
+    # --- the loop -----------------------------------------------------------
+
+    def run(self) -> int:
+        """Crawl until every URL is final; return the exit status (0 or 1)."""
+        self.server.start()
+        logger.info("master: serving on %s", format_address(self.server.address))
+        try:
+            while not self._is_crawl_over():
+                self._step()
+        except KeyboardInterrupt:
+            return self._stop_early()
+        self.frontier.finish()
+        self._linger()
+        return 1 if self.counts.failed else 0
+
+    def _step(self) -> None:
+        self._watchdog()
+        self._load_seed_chunk()
+        self._refill_window()
+        self.frontier.wait_for_results(LOOP_WAIT_SECONDS)
+        self._collect()
+        self.progress.tick()
+
+    def _collect(self) -> None:
+        """Turn results and expired leases into state changes, in one transaction."""
+        finals: list[FinalRecord] = []
+        retries: list[tuple[int, int]] = []
+        for result in self.frontier.take_results():
+            self._handle_result(result, finals, retries)
+        for task in self.frontier.expire_leases():
+            self._handle_expired(task, finals, retries)
+        self.frontier.promote_due()
+        if finals or retries:
+            self.state.save(finals, retries)
+            for record in finals:
+                self.manifest.write(record.to_manifest())
+            self.manifest.flush()
+
+    def _handle_result(self, result: Result, finals: list[FinalRecord], retries: list[tuple[int, int]]) -> None:
+        if result.outcome == Outcome.RETRY.value and result.attempt < self.policy.max_attempts:
+            delay = retry_delay(result.attempt, result.retry_after, self.policy, self._rng)
+            logger.debug("master: %s: %s; retry %d in %.1f s", result.url, result.error, result.attempt, delay)
+            self.frontier.retry_later(Task(result.id, result.url, result.attempt + 1), delay)
+            retries.append((result.id, result.attempt))
+            return
+        status = "ok" if result.outcome == Outcome.OK.value else "failed"
+        error = result.error
+        if result.outcome == Outcome.RETRY.value:
+            error = f"{error} (gave up after {result.attempt} attempts)"
+        size = result.bytes if status == "ok" else None
+        finals.append(
+            FinalRecord(
+                result.id,
+                result.url,
+                status,
+                result.path,
+                size,
+                result.sha256,
+                result.content_type,
+                result.http_status,
+                error,
+                result.attempt,
+                result.worker,
+            )
+        )
+        self._count_final(status, result.bytes)
+        if status == "failed":
+            logger.warning("failed: %s: %s", result.url, error)
+
+    def _handle_expired(self, task: Task, finals: list[FinalRecord], retries: list[tuple[int, int]]) -> None:
+        if task.attempt < self.policy.max_attempts:
+            logger.info("master: lease on %s expired (attempt %d); handing it out again", task.url, task.attempt)
+            self.frontier.add([task._replace(attempt=task.attempt + 1)])
+            retries.append((task.id, task.attempt))
+            return
+        error = f"no result after {task.attempt} attempts: the worker died or stalled each time"
+        finals.append(FinalRecord.failure(task.url, error, task.attempt, row_id=task.id))
+        self._count_final("failed", 0)
+        logger.warning("failed: %s: %s", task.url, error)
+
+    def _count_final(self, status: str, size: int | None) -> None:
+        if status == "ok":
+            self.counts.ok += 1
+            self.counts.bytes += size or 0
+        else:
+            self.counts.failed += 1
+        self.counts.done_this_run += 1
+
+    def _refill_window(self) -> None:
+        if self._state_exhausted or self.frontier.ready_count() >= WINDOW_LOW:
+            return
+        rows = self.state.pending_after(self._cursor, WINDOW_REFILL)
+        if rows:
+            self._cursor = rows[-1].id
+            self.frontier.add([Task(row.id, row.url, row.attempts + 1) for row in rows])
+        elif self._seeds_done:
+            self._state_exhausted = True
+
+    def _is_crawl_over(self) -> bool:
+        return self._seeds_done and self._state_exhausted and self.frontier.in_play_count() == 0
+
+    # --- the end -------------------------------------------------------------
+
+    def _linger(self) -> None:
+        """Give active workers a moment to hear that the crawl is over.
+
+        The queues stay served until :meth:`close`, so workers that connect
+        later are told too.
+        """
+        deadline = time.monotonic() + self.config.linger_seconds
+        while time.monotonic() < deadline and self.frontier.workers_not_told(self.policy.lease_seconds):
+            time.sleep(LOOP_WAIT_SECONDS)
+
+    def _stop_early(self) -> int:
+        """Ctrl-C: stop handing out work, wait briefly for work in flight, save, exit 130."""
+        logger.warning(
+            "master: interrupted; waiting up to %.0f s for work in flight (Ctrl-C again to quit now)",
+            self.config.drain_seconds,
+        )
+        self.frontier.close()
+        try:
+            deadline = time.monotonic() + self.config.drain_seconds
+            while self.frontier.leased_count() and time.monotonic() < deadline:
+                self.frontier.wait_for_results(LOOP_WAIT_SECONDS)
+                self._collect()
+            self._collect()
+        except KeyboardInterrupt:
+            pass
+        return 130
+
+    def __enter__(self) -> Master:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop serving and close the state and the manifest."""
+        self.progress.clear()
+        if hasattr(self, "server"):
+            self.server.close()
+        self.manifest.close()
+        self.state.close()

@@ -1,0 +1,89 @@
+"""What crosses the wire between master and workers, and the crawl policy.
+
+Tasks and results are small named tuples of builtins: they pickle cheaply
+across machines and could travel as JSON through another broker. A task is a
+description of work (an id and a URL), never file bytes; a result carries the
+saved file's path relative to the output folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any, NamedTuple
+
+__all__ = ["Outcome", "Policy", "Result", "Task"]
+
+
+class Outcome(str, enum.Enum):
+    """What one attempt at a URL came to.
+
+    ``OK`` and ``FAILED`` are final; ``RETRY`` asks the master to try again
+    later (429, 5xx, network errors, truncated bodies).
+    """
+
+    OK = "ok"
+    FAILED = "failed"
+    RETRY = "retry"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Policy:
+    """How every URL of a crawl is fetched; owned by the master, sent to workers."""
+
+    timeout: float = 30.0
+    """Seconds allowed for connecting and for each read of the body."""
+    retries: int = 3
+    """Further attempts after the first for transient errors."""
+    max_bytes: int = 0
+    """Largest body kept, in bytes; 0 means no limit."""
+    max_redirects: int = 10
+    user_agent: str = ""
+    backoff_base: float = 1.0
+    """First retry delay in seconds; doubled for each further attempt."""
+    backoff_max: float = 60.0
+    retry_after_max: float = 120.0
+    """Cap on a server's Retry-After, so one header cannot stall a URL for days."""
+    lease_seconds: float = 30.0
+    """How long a worker may hold a URL without renewing its lease."""
+    chunk_bytes: int = 256 * 1024
+
+    def to_wire(self) -> dict[str, Any]:
+        """Return the policy as a dict of builtins for a worker."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Policy:
+        """Rebuild a policy sent by a master, ignoring fields this version lacks."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+    @property
+    def max_attempts(self) -> int:
+        return self.retries + 1
+
+
+class Task(NamedTuple):
+    """One URL to fetch; ``attempt`` counts from 1."""
+
+    id: int
+    url: str
+    attempt: int
+
+
+class Result(NamedTuple):
+    """What a worker made of one task."""
+
+    id: int
+    url: str
+    outcome: str
+    path: str | None = None
+    bytes: int = 0
+    sha256: str | None = None
+    content_type: str | None = None
+    http_status: int | None = None
+    error: str | None = None
+    retry_after: float | None = None
+    attempt: int = 1
+    worker: str = ""
+    elapsed: float = 0.0

@@ -1,0 +1,258 @@
+"""Serve and connect the task and result queues over the network.
+
+The only module that knows about ``multiprocessing.managers``. The master
+serves two registered named callables, ``get_task_queue`` and
+``get_result_queue``, through a ``BaseManager`` server running in its own
+process; a worker connects with the address and the authkey and gets proxies
+to its own views of them (see :mod:`crawler.master`).
+
+What this module changes in the stdlib's pattern, and why:
+
+* Sockets get ``TCP_NODELAY``: without it every new manager connection
+  stalls about 40 ms in Nagle's algorithm.
+* The authkey handshake has a time limit and a cap on how many run at once,
+  and authenticated connections are capped too: the stdlib waits for ever on
+  a client that connects and never speaks, one thread each.
+* A client's connect and handshake have time limits, so a worker facing a
+  dead address gives up instead of hanging.
+* Reconnecting forgets the proxies' cached per-address connection
+  (``BaseProxy._address_to_local``), which otherwise stays dead after the
+  master restarts.
+
+Everything sent over these connections is pickled: anyone who holds the
+authkey can run code on the master and the workers. See the README.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import socket
+import struct
+import threading
+import traceback
+from collections.abc import Callable
+from multiprocessing import AuthenticationError, connection, managers
+from typing import Any
+
+from .errors import AddressInUse, AuthenticationFailed, MasterError, MasterUnreachable
+
+__all__ = ["MasterLink", "QueueServer", "format_address", "parse_address"]
+
+logger = logging.getLogger(__name__)
+
+TRANSPORT = "crawler"
+HANDSHAKE_SECONDS = 10.0
+LISTEN_BACKLOG = 256
+MAX_HANDSHAKES = 64
+MAX_CONNECTIONS = 1024
+# What a broken or vanished master looks like to a proxy call.
+CONNECTION_ERRORS = (EOFError, OSError, ConnectionError)
+
+
+def parse_address(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """Parse ``HOST:PORT`` (or ``:PORT``) into a socket address."""
+    host, separator, port = text.rpartition(":")
+    if not separator or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return (host.strip("[]") or default_host, int(port))
+
+
+def format_address(address: tuple[str, int]) -> str:
+    return f"{address[0]}:{address[1]}"
+
+
+def _tune_socket(sock: socket.socket) -> None:
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _set_receive_timeout(conn: connection.Connection, seconds: float) -> None:
+    """Bound blocking reads on a Connection (0 removes the bound).
+
+    Connection reads with os.read on a blocking descriptor, so a socket-level
+    timeout (settimeout) would not apply; SO_RCVTIMEO does.
+    """
+    sock = socket.socket(fileno=conn.fileno())
+    try:
+        whole = int(seconds)
+        timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    finally:
+        sock.detach()
+
+
+def _handshake(conn: connection.Connection, authkey: bytes, serving: bool) -> None:
+    _set_receive_timeout(conn, HANDSHAKE_SECONDS)
+    if serving:
+        connection.deliver_challenge(conn, authkey)
+        connection.answer_challenge(conn, authkey)
+    else:
+        connection.answer_challenge(conn, authkey)
+        connection.deliver_challenge(conn, authkey)
+    _set_receive_timeout(conn, 0)
+
+
+class _Listener:
+    """A TCP listener whose accepted connections have TCP_NODELAY and no handshake yet."""
+
+    def __init__(self, address: tuple[str, int], backlog: int = 1, authkey: bytes | None = None) -> None:
+        self._socket = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
+        try:
+            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._socket.bind(address)
+            self._socket.listen(max(backlog, LISTEN_BACKLOG))
+        except OSError:
+            self._socket.close()
+            raise
+        self.address = self._socket.getsockname()[:2]
+        self.last_peer: Any = None
+
+    def accept(self) -> connection.Connection:
+        sock, self.last_peer = self._socket.accept()
+        _tune_socket(sock)
+        return connection.Connection(sock.detach())
+
+    def close(self) -> None:
+        self._socket.close()
+
+
+def _client(address: tuple[str, int], family: object = None, authkey: bytes | None = None) -> connection.Connection:
+    """Open an authenticated manager connection, bounded in time."""
+    sock = socket.create_connection(address, timeout=HANDSHAKE_SECONDS)
+    sock.settimeout(None)
+    _tune_socket(sock)
+    conn = connection.Connection(sock.detach())
+    try:
+        if authkey is not None:
+            _handshake(conn, authkey, serving=False)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+managers.listener_client[TRANSPORT] = (_Listener, _client)  # type: ignore[attr-defined]
+
+
+class _Server(managers.Server):
+    """The stdlib manager server with bounded handshakes and connections."""
+
+    # A worker has no business stopping the master's server.
+    public = [name for name in managers.Server.public if name != "shutdown"]
+
+    def __init__(self, registry: dict[str, Any], address: tuple[str, int], authkey: bytes) -> None:
+        super().__init__(registry, address, authkey, TRANSPORT)
+        self.stop_event = threading.Event()
+        self._handshakes = threading.BoundedSemaphore(MAX_HANDSHAKES)
+        self._connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def accepter(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                conn = self.listener.accept()  # type: ignore[attr-defined]
+            except OSError:
+                continue  # a client that reset before accept; closing the listener ends the loop
+            if not self._handshakes.acquire(blocking=False):
+                logger.warning("master: too many connections authenticating at once; dropped one")
+                conn.close()
+                continue
+            threading.Thread(target=self.handle_request, args=(conn,), daemon=True).start()
+
+    def _handle_request(self, c: connection.Connection) -> None:
+        try:
+            _handshake(c, bytes(self.authkey), serving=True)  # type: ignore[attr-defined]
+        except (AuthenticationError, OSError, EOFError) as error:
+            logger.warning("master: refused a connection: %s", _handshake_failure(error))
+            return
+        finally:
+            self._handshakes.release()
+        if not self._connections.acquire(blocking=False):
+            logger.warning("master: connection limit %d reached; dropped one", MAX_CONNECTIONS)
+            return
+        try:
+            self._dispatch(c)
+        finally:
+            self._connections.release()
+
+    def _dispatch(self, c: connection.Connection) -> None:
+        """Answer the connection's first request, as the stdlib server does after its handshake."""
+        try:
+            _ignored, name, args, kwargs = c.recv()
+            if name not in self.public:
+                raise ValueError(f"{name!r} unrecognized")
+            message = ("#RETURN", getattr(self, name)(c, *args, **kwargs))
+        except (EOFError, OSError):
+            return
+        except Exception:  # the stdlib sends any failure back to the client
+            message = ("#TRACEBACK", traceback.format_exc())
+        with contextlib.suppress(OSError):
+            c.send(message)
+
+
+def _handshake_failure(error: BaseException) -> str:
+    if isinstance(error, AuthenticationError):
+        return "authentication failed (wrong authkey)"
+    if isinstance(error, BlockingIOError) or getattr(error, "errno", None) == errno.EAGAIN:
+        return f"no handshake within {HANDSHAKE_SECONDS:g} s"
+    return f"connection lost during handshake ({error.__class__.__name__})"
+
+
+class QueueServer:
+    """Serve named callables to workers from a thread of this process."""
+
+    def __init__(
+        self, address: tuple[str, int], authkey: bytes, callables: dict[str, tuple[Callable[..., Any], tuple[str, ...]]]
+    ) -> None:
+        registry = {name: (function, exposed, None, None) for name, (function, exposed) in callables.items()}
+        try:
+            self._server = _Server(registry, address, authkey)
+        except OSError as error:
+            raise _bind_error(address, error) from None
+        self.address: tuple[str, int] = self._server.address  # type: ignore[assignment]
+        self._thread = threading.Thread(target=self._server.accepter, name="accepter", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.stop_event.set()
+        self._server.listener.close()  # type: ignore[attr-defined]
+
+
+def _bind_error(address: tuple[str, int], error: OSError) -> MasterError:
+    where = format_address(address)
+    if error.errno == errno.EADDRINUSE:
+        return AddressInUse(f"address {where} is already in use (is another master running?)")
+    if error.errno == errno.EADDRNOTAVAIL:
+        return MasterError(f"cannot listen on {where}: no such local address")
+    return MasterError(f"cannot listen on {where}: {error.strerror}")
+
+
+class _MasterClient(managers.BaseManager):
+    """Client side of the master's manager: proxies only, no callables."""
+
+
+_MasterClient.register("get_task_queue")
+_MasterClient.register("get_result_queue")
+
+
+class MasterLink:
+    """A worker's connection to the master: its task and result queue proxies."""
+
+    def __init__(self, address: tuple[str, int], authkey: bytes, worker: str, capacity: int) -> None:
+        # Proxies cache one connection per address and thread and never drop
+        # it, so after a master restart they would keep using a dead socket.
+        with managers.BaseProxy._mutex:
+            managers.BaseProxy._address_to_local.pop(address, None)
+        manager = _MasterClient(address=address, authkey=authkey, serializer=TRANSPORT)
+        try:
+            manager.connect()
+            self.task: Any = manager.get_task_queue(worker, capacity)  # type: ignore[attr-defined]
+            self.result: Any = manager.get_result_queue(worker)  # type: ignore[attr-defined]
+        except AuthenticationError:
+            raise AuthenticationFailed(
+                f"authentication failed: the authkey does not match the master's at {format_address(address)}"
+            ) from None
+        except CONNECTION_ERRORS as error:
+            raise MasterUnreachable(f"cannot reach the master at {format_address(address)}: {error}") from None

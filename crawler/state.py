@@ -1,0 +1,214 @@
+"""The master's crawl state on disk, and the manifest built from it.
+
+One SQLite database in WAL mode under ``DIR/.crawler/`` holds every URL of
+the crawl with its status (``pending``, ``ok``, ``failed``), attempts and
+what was saved. The master process is its only writer and writes in batched
+transactions. Leases are not stored: they live in the master's memory, and a
+restarted master treats every URL that was not final as pending.
+
+``DIR/manifest.jsonl`` is the user-facing record, appended as URLs reach a
+final state (the last line for a URL wins) and rebuildable from the database.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+__all__ = ["CrawlState", "FinalRecord", "Manifest", "PendingRow"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS urls (
+    id INTEGER PRIMARY KEY,
+    url TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    path TEXT,
+    bytes INTEGER,
+    sha256 TEXT,
+    content_type TEXT,
+    http_status INTEGER,
+    error TEXT,
+    worker TEXT
+);
+CREATE INDEX IF NOT EXISTS urls_status ON urls(status, id);
+"""
+MANIFEST_KEYS = (
+    "url",
+    "status",
+    "path",
+    "bytes",
+    "sha256",
+    "content_type",
+    "http_status",
+    "error",
+    "attempts",
+    "worker",
+)
+
+
+class PendingRow(NamedTuple):
+    id: int
+    url: str
+    attempts: int
+
+
+class FinalRecord(NamedTuple):
+    """A URL's final state, as stored and as written to the manifest."""
+
+    id: int
+    url: str
+    status: str
+    path: str | None
+    bytes: int | None
+    sha256: str | None
+    content_type: str | None
+    http_status: int | None
+    error: str | None
+    attempts: int
+    worker: str | None
+
+    @classmethod
+    def failure(cls, url: str, error: str, attempts: int, row_id: int = 0, worker: str | None = None) -> FinalRecord:
+        """Return the record of a URL that failed without a response worth keeping."""
+        return cls(row_id, url, "failed", None, None, None, None, None, error, attempts, worker)
+
+    def to_manifest(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in MANIFEST_KEYS}
+
+
+class CrawlState:
+    """Every URL of one crawl and what became of it, in ``DIR/.crawler/state.db``."""
+
+    def __init__(self, root: Path) -> None:
+        folder = root / ".crawler"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / "state.db"
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL: a power cut may lose the last transactions, never corrupt the file.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def add_urls(self, urls: Iterable[str]) -> int:
+        """Insert URLs not seen before as pending; return how many were new."""
+        with self._transaction():
+            before = self._db.total_changes
+            self._db.executemany("INSERT OR IGNORE INTO urls(url) VALUES (?)", ((url,) for url in urls))
+            return self._db.total_changes - before
+
+    def reopen_for_resume(self, root: Path) -> tuple[int, int]:
+        """Make failed URLs and ok URLs whose file is gone pending again.
+
+        Returns (failed reopened, missing files reopened).
+        """
+        with self._transaction():
+            failed = self._db.execute(
+                "UPDATE urls SET status='pending', attempts=0, error=NULL WHERE status='failed'"
+            ).rowcount
+            missing = [
+                (row_id,)
+                for row_id, path in self._db.execute("SELECT id, path FROM urls WHERE status='ok'")
+                if not path or not (root / path).is_file()
+            ]
+            self._db.executemany("UPDATE urls SET status='pending', attempts=0 WHERE id=?", missing)
+        return failed, len(missing)
+
+    def pending_after(self, last_id: int, limit: int) -> list[PendingRow]:
+        """Return up to ``limit`` pending URLs with ids above ``last_id``, in id order."""
+        rows = self._db.execute(
+            "SELECT id, url, attempts FROM urls WHERE status='pending' AND id>? ORDER BY id LIMIT ?",
+            (last_id, limit),
+        )
+        return [PendingRow(*row) for row in rows]
+
+    def save(self, finals: Iterable[FinalRecord], attempts: Iterable[tuple[int, int]] = ()) -> None:
+        """Store final states and the attempt counts of URLs that will be retried."""
+        with self._transaction():
+            self._db.executemany(
+                "UPDATE urls SET status=?, path=?, bytes=?, sha256=?, content_type=?, "
+                "http_status=?, error=?, attempts=?, worker=? WHERE id=?",
+                (
+                    (
+                        r.status,
+                        r.path,
+                        r.bytes,
+                        r.sha256,
+                        r.content_type,
+                        r.http_status,
+                        r.error,
+                        r.attempts,
+                        r.worker,
+                        r.id,
+                    )
+                    for r in finals
+                ),
+            )
+            self._db.executemany(
+                "UPDATE urls SET attempts=? WHERE id=?", ((count, row_id) for row_id, count in attempts)
+            )
+
+    def counts(self) -> dict[str, int]:
+        """Return the number of URLs in each status."""
+        return dict(self._db.execute("SELECT status, count(*) FROM urls GROUP BY status").fetchall())
+
+    def final_records(self) -> Iterator[FinalRecord]:
+        """Yield every URL that reached a final state, in id order."""
+        yield from (
+            FinalRecord(*row)
+            for row in self._db.execute(
+                "SELECT id, url, status, path, bytes, sha256, content_type, http_status, error, "
+                "attempts, worker FROM urls WHERE status IN ('ok', 'failed') ORDER BY id"
+            )
+        )
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    """BEGIN ... COMMIT around a block, ROLLBACK on error (autocommit mode otherwise)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._db.execute("BEGIN")
+        return self._db
+
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        self._db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+class Manifest:
+    """``DIR/manifest.jsonl``: one JSON line per URL that reached a final state."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / "manifest.jsonl"
+        self._file = open(self.path, "a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+    @staticmethod
+    def rebuild(root: Path, state: CrawlState) -> Path:
+        """Write a fresh manifest holding the state's final records; return its path."""
+        path = root / "manifest.jsonl"
+        temporary = path.with_suffix(".jsonl.tmp")
+        with open(temporary, "w", encoding="utf-8") as file:
+            for record in state.final_records():
+                file.write(json.dumps(record.to_manifest(), ensure_ascii=False) + "\n")
+        temporary.replace(path)
+        return path

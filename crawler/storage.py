@@ -1,0 +1,139 @@
+"""Map a URL to a safe file under the output folder and write it atomically.
+
+Layout: ``DIR/<host>[_<port>]/<path folders>/<stem>.<hash><ext>``. Every name
+is built from the URL alone (never from a server's header), sanitised to
+``[A-Za-z0-9._-]``, bounded in length, and carries the first 10 hex digits of
+the URL's SHA-256, so distinct URLs (query strings included) get distinct
+files and no file name can equal a folder name built from another URL's path.
+Bodies go to a hidden ``.*.part`` file in the same folder and are renamed into
+place only when whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+from urllib.parse import unquote, urlsplit
+
+__all__ = ["TEMP_SUFFIX", "atomic_writer", "relative_path_for", "remove_temp_files"]
+
+TEMP_SUFFIX = ".part"
+MAX_SEGMENT = 60
+MAX_FOLDERS = 8
+RESERVED_NAMES = {"manifest.jsonl", ".crawler"}
+UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,6}$")
+# mimetypes picks the first registered extension, which is often odd (.jpe).
+PREFERRED_EXTENSIONS = {
+    "image/jpeg": ".jpg",
+    "image/png": ".png",
+    "image/gif": ".gif",
+    "image/webp": ".webp",
+    "image/svg+xml": ".svg",
+    "image/avif": ".avif",
+    "text/html": ".html",
+    "text/plain": ".txt",
+    "application/json": ".json",
+}
+
+
+def _sanitize(segment: str) -> str:
+    cleaned = UNSAFE_CHARS.sub("_", segment).strip("_") or "_"
+    if cleaned.startswith("."):
+        cleaned = "_" + cleaned  # no hidden files, no "." or ".."
+    return cleaned[:MAX_SEGMENT]
+
+
+def _path_segments(path: str) -> list[str]:
+    decoded = unquote(path).replace("\\", "/")
+    return [part for part in decoded.split("/") if part not in ("", ".", "..")]
+
+
+def _host_folder(url: str) -> str:
+    parts = urlsplit(url)
+    folder = _sanitize(parts.hostname or "unknown-host")
+    if parts.port:
+        folder += f"_{parts.port}"
+    return "_" + folder if folder in RESERVED_NAMES else folder
+
+
+def extension_for(content_type: str | None) -> str:
+    """Return the usual file extension for a Content-Type, or ``""``."""
+    if not content_type:
+        return ""
+    mime = content_type.split(";", 1)[0].strip().lower()
+    return PREFERRED_EXTENSIONS.get(mime) or mimetypes.guess_extension(mime) or ""
+
+
+def relative_path_for(url: str, content_type: str | None = None) -> str:
+    """Return the file's path relative to the output folder, with ``/`` separators.
+
+    The extension comes from the URL's last segment when it has one, else
+    from the Content-Type.
+    """
+    segments = _path_segments(urlsplit(url).path)
+    last = segments.pop() if segments else "index"
+    match = EXTENSION.search(last)
+    if match and match.start() > 0:
+        stem, extension = last[: match.start()], match.group().lower()
+    else:
+        stem, extension = last, extension_for(content_type)
+    digest = hashlib.sha256(url.encode("utf-8")).hexdigest()[:10]
+    folders = [_sanitize(segment) for segment in segments[:MAX_FOLDERS]]
+    if not EXTENSION.fullmatch(extension):
+        extension = ""
+    file_name = f"{_sanitize(stem)}.{digest}{extension}"
+    return "/".join([_host_folder(url), *folders, file_name])
+
+
+@contextmanager
+def atomic_writer(root: Path, relative: str) -> Iterator[IO[bytes]]:
+    """Yield a temporary file that becomes ``root/relative`` only on success.
+
+    On any exception the temporary file is removed and nothing appears under
+    the final name.
+    """
+    final = (root / relative).resolve()
+    if not final.is_relative_to(root.resolve()):
+        raise ValueError(f"refusing to write outside the output folder: {relative}")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(dir=final.parent, prefix=f".{final.name}.", suffix=TEMP_SUFFIX, delete=False)
+    try:
+        with handle:
+            yield handle
+        os.replace(handle.name, final)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+def remove_temp_files(root: Path, older_than: float) -> int:
+    """Delete ``.*.part`` files under ``root`` untouched for ``older_than`` seconds.
+
+    The age test spares the temporary files of workers that are still
+    writing into a shared output folder while a master restarts.
+    """
+    removed = 0
+    deadline = time.time() - older_than
+    for folder, _subfolders, files in os.walk(root):
+        for name in files:
+            path = Path(folder, name)
+            if name.startswith(".") and name.endswith(TEMP_SUFFIX) and _mtime(path) < deadline:
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return float("inf")

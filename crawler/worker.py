@@ -1,0 +1,239 @@
+"""A worker: drain the master's task queue, download, report what was saved.
+
+The seed design's loop, made correct::
+
+    while not task.empty():          # True only once the master says the crawl is over
+        batch = task.get(True, timeout)   # leased to this worker; raises queue.Empty
+        ... download each URL, put Result(path, ...) on the result queue
+
+Downloads run on ``threads`` threads, one ``requests.Session`` each. A sender
+thread delivers results in batches and renews this worker's leases (the
+heartbeat), so a slow download is not handed to someone else. When the
+master goes away the worker reconnects with backoff for a bounded time;
+results it could not deliver wait for the new connection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from pathlib import Path
+
+from .errors import AuthenticationFailed, MasterUnreachable, OutputError
+from .fetch import fetch, make_session
+from .messages import Policy, Result, Task
+from .queues import CONNECTION_ERRORS, MasterLink, format_address
+
+__all__ = ["Worker", "WorkerConfig"]
+
+logger = logging.getLogger(__name__)
+
+GET_TIMEOUT = 1.0
+SEND_EVERY_SECONDS = 0.02
+SEND_BATCH = 256
+RECONNECT_BACKOFF_MAX = 5.0
+FINISH_SECONDS = 3.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WorkerConfig:
+    """What a worker needs: where the master is, the key, where to write."""
+
+    connect: tuple[str, int]
+    authkey: bytes
+    output: Path
+    threads: int = 16
+    connect_seconds: float = 60.0
+    """How long to keep trying to reach the master, at start and after losing it."""
+    name: str = dataclasses.field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+
+
+class _Slots:
+    """Counts the tasks a worker holds, so it asks only for what it can start soon."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._used = 0
+        self._changed = threading.Condition()
+
+    def wait_for_free(self) -> int:
+        """Block until a slot is free; return how many are."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._used < self._capacity)
+            return self._capacity - self._used
+
+    def take(self, count: int) -> None:
+        with self._changed:
+            self._used += count
+
+    def give_back(self) -> None:
+        with self._changed:
+            self._used -= 1
+            self._changed.notify()
+
+    def in_use(self) -> int:
+        with self._changed:
+            return self._used
+
+
+class Worker:
+    """One worker process: a task loop, download threads, a sender thread."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self._check_output(config.output)
+        self._downloads: queue.Queue[Task | None] = queue.Queue()
+        self._results: queue.Queue[Result] = queue.Queue()
+        # Twice the threads: the next batch is already here when a download ends.
+        self._slots = _Slots(2 * config.threads)
+        self._stopping = threading.Event()
+        self._link: MasterLink | None = None
+        self.policy = Policy()
+
+    @staticmethod
+    def _check_output(root: Path) -> None:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            probe = root / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as error:
+            raise OutputError(f"output folder {root} is not usable: {error.strerror or error}") from None
+
+    def run(self) -> int:
+        """Work until the master says the crawl is over; return 0, or raise CrawlerError."""
+        link = self._connect()
+        self.policy = Policy.from_wire(link.task.policy())
+        logger.info(
+            "worker %s: connected to %s with %d threads",
+            self.config.name,
+            format_address(self.config.connect),
+            self.config.threads,
+        )
+        threads = [
+            threading.Thread(target=self._download_loop, daemon=True, name=f"download-{index}")
+            for index in range(self.config.threads)
+        ]
+        threads.append(threading.Thread(target=self._send_loop, daemon=True, name="sender"))
+        for thread in threads:
+            thread.start()
+        try:
+            self._work()
+            self._finish_in_hand()
+        except KeyboardInterrupt:
+            self._give_back()
+            return 130
+        finally:
+            self._stopping.set()
+            threads[-1].join(FINISH_SECONDS)
+        return 0
+
+    def _finish_in_hand(self) -> None:
+        """Let downloads already started end and be reported, for a bounded time.
+
+        When the crawl is over nothing should be in hand; when the master is
+        shutting down it still wants the results of the work in flight.
+        """
+        deadline = time.monotonic() + FINISH_SECONDS
+        while (self._slots.in_use() or not self._results.empty()) and time.monotonic() < deadline:
+            time.sleep(SEND_EVERY_SECONDS)
+
+    def _work(self) -> None:
+        while True:
+            link = self._link or self._connect()
+            try:
+                self._drain(link.task)
+                return
+            except CONNECTION_ERRORS as error:
+                logger.warning("worker %s: lost the master (%s); reconnecting", self.config.name, error)
+                self._link = None
+
+    def _drain(self, task: object) -> None:
+        """The seed design's loop: get a batch, hand it to the download threads."""
+        while not task.empty():  # type: ignore[attr-defined]
+            free = self._slots.wait_for_free()
+            try:
+                batch = task.get(True, GET_TIMEOUT, free)  # type: ignore[attr-defined]
+            except queue.Empty:
+                continue
+            self._slots.take(len(batch))
+            for item in batch:
+                self._downloads.put(item)
+
+    def _download_loop(self) -> None:
+        root = self.config.output
+        with make_session(self.policy) as session:
+            while not self._stopping.is_set():
+                task = self._downloads.get()
+                if task is None:
+                    return
+                self._results.put(fetch(session, task, self.policy, root, self.config.name))
+                self._slots.give_back()
+
+    def _send_loop(self) -> None:
+        """Deliver results in batches and renew leases; survive reconnects."""
+        pending: list[Result] = []
+        last_renewal = time.monotonic()
+        while not self._stopping.is_set() or pending:
+            pending.extend(self._next_results())
+            link = self._link
+            if link is None:
+                if self._stopping.is_set():
+                    return
+                time.sleep(SEND_EVERY_SECONDS)
+                continue
+            try:
+                if pending:
+                    link.result.put(pending)
+                    pending = []
+                if time.monotonic() - last_renewal > self.policy.lease_seconds / 3:
+                    link.task.renew()
+                    last_renewal = time.monotonic()
+            except CONNECTION_ERRORS:
+                if self._stopping.is_set():
+                    return
+                time.sleep(SEND_EVERY_SECONDS)
+
+    def _next_results(self) -> list[Result]:
+        batch: list[Result] = []
+        try:
+            batch.append(self._results.get(timeout=SEND_EVERY_SECONDS))
+            while len(batch) < SEND_BATCH:
+                batch.append(self._results.get_nowait())
+        except queue.Empty:
+            pass
+        return batch
+
+    def _connect(self) -> MasterLink:
+        """Connect, retrying with backoff for ``connect_seconds``."""
+        deadline = time.monotonic() + self.config.connect_seconds
+        delay = 0.05
+        while True:
+            try:
+                self._link = MasterLink(self.config.connect, self.config.authkey, self.config.name, self.config.threads)
+                return self._link
+            except AuthenticationFailed:
+                raise
+            except MasterUnreachable:
+                if time.monotonic() + delay > deadline:
+                    raise MasterUnreachable(
+                        f"no master at {format_address(self.config.connect)} after {self.config.connect_seconds:g} s"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, RECONNECT_BACKOFF_MAX)
+
+    def _give_back(self) -> None:
+        """On Ctrl-C, hand this worker's leases back so others take them now."""
+        link = self._link
+        if link is None:
+            return
+        try:
+            returned = link.task.release()
+            logger.warning("worker %s: interrupted; gave %d URLs back to the master", self.config.name, returned)
+        except CONNECTION_ERRORS:
+            pass
