@@ -45,7 +45,8 @@ def parse_size(text: str) -> int:
     if not match:
         raise ValueError(f"not a size: {text!r} (examples: 500K, 10M, 1G)")
     number, unit = match.groups()
-    return int(float(number) * 1024 ** "kmgt".find(unit.lower()) if unit else float(number))
+    multiplier = 1024 ** ("kmgt".index(unit.lower()) + 1) if unit else 1
+    return int(float(number) * multiplier)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -118,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--max-bytes", type=_size, default=0, help="largest file kept, e.g. 500K, 10M, 1G (default: no limit)"
         )
+        sub.add_argument(
+            "--retry-wait",
+            type=_positive_float,
+            default=1.0,
+            help="seconds before the first retry, doubled for each further one (default: 1)",
+        )
         sub.add_argument("--user-agent", default="", help="User-Agent header (default: crawler/VERSION)")
         sub.add_argument(
             "--lease-seconds",
@@ -185,6 +192,7 @@ def build_policy(args: argparse.Namespace) -> Policy:
         max_bytes=args.max_bytes,
         user_agent=args.user_agent,
         lease_seconds=args.lease_seconds,
+        backoff_base=args.retry_wait,
     )
 
 

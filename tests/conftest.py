@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.site import Site
+
+ROOT = Path(__file__).resolve().parent.parent
+PROCESS_TIMEOUT = 60
+
+
+@pytest.fixture
+def site() -> Iterator[Site]:
+    server = Site().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def crawler_env(authkey: str | None = None) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key != "CRAWLER_AUTHKEY"}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    if authkey is not None:
+        env["CRAWLER_AUTHKEY"] = authkey
+    return env
+
+
+def start_crawler(
+    *args: str, authkey: str | None = None, cwd: Path | None = None, stdin: int | None = subprocess.DEVNULL
+) -> subprocess.Popen[str]:
+    """Start ``python -m crawler ARGS`` with captured output."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "crawler", *args],
+        env=crawler_env(authkey),
+        cwd=cwd,
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def run_crawler(
+    *args: str, authkey: str | None = None, cwd: Path | None = None, timeout: float = PROCESS_TIMEOUT
+) -> subprocess.CompletedProcess[str]:
+    process = start_crawler(*args, authkey=authkey, cwd=cwd)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        stdout, stderr = process.communicate()
+        raise AssertionError(f"crawler {args} did not finish in {timeout} s; stderr:\n{stderr}") from None
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def finish(
+    process: subprocess.Popen[str], timeout: float = PROCESS_TIMEOUT, input: str | None = None
+) -> tuple[int, str]:
+    """Wait for a started crawler; return its exit status and stderr."""
+    try:
+        _stdout, stderr = process.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _stdout, stderr = process.communicate()
+        raise AssertionError(f"{process.args} did not finish in {timeout} s; stderr:\n{stderr}") from None
+    return process.returncode, stderr

@@ -1,0 +1,141 @@
+"""Command-line parsing, the authkey, and the exit-2 paths that need no crawl."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from crawler.cli import main, parse_size, read_authkey
+from crawler.errors import UsageError
+from tests.conftest import run_crawler
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("0", 0),
+        ("1234", 1234),
+        ("500K", 500 * 1024),
+        ("10M", 10 * 1024**2),
+        ("1G", 1024**3),
+        ("1.5m", int(1.5 * 1024**2)),
+        ("2KB", 2048),
+        ("3MiB", 3 * 1024**2),
+    ],
+)
+def test_parse_size(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "ten", "10Q", "-5", "1.2.3M"])
+def test_parse_size_rejects_garbage(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--max-bytes", "12Q"], "not a size"),
+        (["run", "--threads", "0"], "invalid a positive whole number value"),
+        (["run", "--timeout", "-1"], "invalid a positive number value"),
+        (["worker", "--connect", "nowhere"], "invalid parse_address value"),
+        (["explode"], "invalid choice"),
+    ],
+)
+def test_bad_options_exit_2_with_one_line(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("crawler: error:") and message in error
+
+
+def test_authkey_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRAWLER_AUTHKEY", "s3cret\n")
+    assert read_authkey(None) == b"s3cret"
+
+
+def test_authkey_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CRAWLER_AUTHKEY", raising=False)
+    with pytest.raises(UsageError, match="no authkey"):
+        read_authkey(None)
+
+
+def test_authkey_file_must_be_private(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text("abc\n")
+    key.chmod(0o644)
+    with pytest.raises(UsageError, match="chmod 600"):
+        read_authkey(key)
+    key.chmod(0o600)
+    assert read_authkey(key) == b"abc"
+    with pytest.raises(UsageError, match="cannot read authkey file"):
+        read_authkey(tmp_path / "absent")
+
+
+def test_missing_seeds_file_exits_2(tmp_path: Path) -> None:
+    done = run_crawler("run", str(tmp_path / "nope.txt"), "-o", str(tmp_path / "out"))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"crawler: error: cannot read seeds file {tmp_path / 'nope.txt'}: No such file or directory"
+    ]
+
+
+def test_no_valid_url_exits_2(tmp_path: Path) -> None:
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text("# nothing\nftp://example.com/a\n\n")
+    done = run_crawler("run", str(seeds), "-o", str(tmp_path / "out"))
+    assert done.returncode == 2
+    assert "crawler: error: no valid URL in the seeds file" in done.stderr
+    assert "seeds line 2" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_unusable_output_folder_exits_2(tmp_path: Path) -> None:
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text("http://127.0.0.1:9/a.png\n")
+    blocker = tmp_path / "out"
+    blocker.write_text("a file, not a folder")
+    done = run_crawler("run", str(seeds), "-o", str(blocker))
+    assert done.returncode == 2
+    assert f"crawler: error: output folder {blocker} is not usable" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_master_on_a_busy_port_exits_2(tmp_path: Path, free_port: int) -> None:
+    import socket
+
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text("http://127.0.0.1:9/a.png\n")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", free_port))
+        busy.listen()
+        done = run_crawler(
+            "master", str(seeds), "-o", str(tmp_path / "out"), "--bind", f"127.0.0.1:{free_port}", authkey="k"
+        )
+    assert done.returncode == 2
+    assert f"crawler: error: address 127.0.0.1:{free_port} is already in use" in done.stderr
+
+
+def test_worker_without_master_gives_up_with_exit_2(tmp_path: Path, free_port: int) -> None:
+    done = run_crawler(
+        "worker",
+        "--connect",
+        f"127.0.0.1:{free_port}",
+        "--connect-timeout",
+        "0.5",
+        "-o",
+        str(tmp_path / "out"),
+        authkey="k",
+    )
+    assert done.returncode == 2
+    assert f"crawler: error: no master at 127.0.0.1:{free_port} after 0.5 s" in done.stderr
+
+
+def test_version() -> None:
+    done = run_crawler("--version")
+    assert done.returncode == 0 and done.stdout.startswith("crawler ")
+    assert os.path.basename(done.args[0]).startswith("python")

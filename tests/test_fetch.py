@@ -1,0 +1,170 @@
+"""One attempt at one URL, with HTTP faked by ``responses``."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import zlib
+from pathlib import Path
+
+import pytest
+import requests
+import responses
+
+from crawler import __version__
+from crawler.fetch import fetch, make_session, parse_retry_after
+from crawler.messages import Policy, Result, Task
+
+URL = "http://images.example/cat.png"
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40
+
+
+def run(tmp_path: Path, url: str = URL, **policy: object) -> Result:
+    chosen = Policy(**policy)  # type: ignore[arg-type]
+    with make_session(chosen) as session:
+        return fetch(session, Task(7, url, 2), chosen, tmp_path, "w1")
+
+
+def files_in(root: Path) -> list[Path]:
+    return sorted(path for path in root.rglob("*") if path.is_file())
+
+
+@responses.activate
+def test_saves_the_body_with_its_hash(tmp_path: Path) -> None:
+    responses.get(URL, body=PNG, content_type="image/png")
+    result = run(tmp_path)
+    assert result.outcome == "ok" and result.http_status == 200
+    assert (result.id, result.attempt, result.worker) == (7, 2, "w1")
+    assert result.bytes == len(PNG) and result.sha256 == hashlib.sha256(PNG).hexdigest()
+    assert result.content_type == "image/png"
+    assert result.path is not None and (tmp_path / result.path).read_bytes() == PNG
+    assert files_in(tmp_path) == [tmp_path / result.path]
+
+
+@responses.activate
+def test_sends_a_user_agent_naming_the_tool(tmp_path: Path) -> None:
+    responses.get(URL, body=PNG)
+    run(tmp_path)
+    run(tmp_path, user_agent="mybot/2")
+    assert responses.calls[0].request.headers["User-Agent"] == f"crawler/{__version__}"
+    assert responses.calls[1].request.headers["User-Agent"] == "mybot/2"
+
+
+@pytest.mark.parametrize(("encoding", "encode"), [("gzip", gzip.compress), ("deflate", zlib.compress)])
+@responses.activate
+def test_decodes_content_encoding(tmp_path: Path, encoding: str, encode) -> None:  # type: ignore[no-untyped-def]
+    responses.get(URL, body=encode(PNG), headers={"Content-Encoding": encoding}, content_type="image/png")
+    result = run(tmp_path)
+    assert result.outcome == "ok"
+    assert (tmp_path / str(result.path)).read_bytes() == PNG
+    assert result.sha256 == hashlib.sha256(PNG).hexdigest()
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 410, 451])
+@responses.activate
+def test_client_errors_fail_at_once(tmp_path: Path, status: int) -> None:
+    responses.get(URL, status=status, body=b"no")
+    result = run(tmp_path)
+    assert result.outcome == "failed" and result.http_status == status
+    assert result.error is not None and str(status) in result.error
+    assert files_in(tmp_path) == []
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
+@responses.activate
+def test_server_errors_and_429_ask_for_a_retry(tmp_path: Path, status: int) -> None:
+    responses.get(URL, status=status, headers={"Retry-After": "7"})
+    result = run(tmp_path)
+    assert result.outcome == "retry" and result.http_status == status and result.retry_after == 7.0
+    assert files_in(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "error",
+    [requests.ConnectionError("refused"), requests.ConnectTimeout("slow"), requests.ReadTimeout("stalled")],
+)
+@responses.activate
+def test_network_errors_and_timeouts_ask_for_a_retry(tmp_path: Path, error: Exception) -> None:
+    responses.get(URL, body=error)
+    result = run(tmp_path)
+    assert result.outcome == "retry" and result.error
+    assert files_in(tmp_path) == []
+
+
+@responses.activate
+def test_follows_redirects_and_names_the_file_after_the_requested_url(tmp_path: Path) -> None:
+    responses.get(URL, status=301, headers={"Location": "http://cdn.example/x/y/../../../../etc/passwd"})
+    responses.get("http://cdn.example/etc/passwd", body=PNG, content_type="image/png")
+    result = run(tmp_path)
+    assert result.outcome == "ok"
+    assert str(result.path).startswith("images.example/cat.")
+    assert (tmp_path / str(result.path)).read_bytes() == PNG
+
+
+@responses.activate
+def test_a_redirect_loop_fails(tmp_path: Path) -> None:
+    responses.get(URL, status=302, headers={"Location": "http://images.example/other"})
+    responses.get("http://images.example/other", status=302, headers={"Location": URL})
+    result = run(tmp_path)
+    assert result.outcome == "failed" and "more than 10 redirects" in str(result.error)
+    assert len(responses.calls) == 11
+
+
+@responses.activate
+def test_a_redirect_to_another_scheme_fails(tmp_path: Path) -> None:
+    responses.get(URL, status=302, headers={"Location": "file:///etc/passwd"})
+    result = run(tmp_path)
+    assert result.outcome == "failed" and "redirect" in str(result.error)
+    assert files_in(tmp_path) == []
+
+
+@responses.activate
+def test_declared_length_over_the_limit_fails_before_reading(tmp_path: Path) -> None:
+    responses.get(URL, body=PNG, content_type="image/png")
+    result = run(tmp_path, max_bytes=1000)
+    assert result.outcome == "failed" and "--max-bytes 1000" in str(result.error)
+    assert files_in(tmp_path) == []
+
+
+@responses.activate
+def test_streamed_body_over_the_limit_fails_and_keeps_nothing(tmp_path: Path) -> None:
+    # No Content-Length, as with a chunked body: only counting while streaming can catch it.
+    responses.get(URL, body=PNG, content_type="image/png", auto_calculate_content_length=False)
+    result = run(tmp_path, max_bytes=4000, chunk_bytes=1024)
+    assert "Content-Length" not in responses.calls[0].response.headers
+    assert result.outcome == "failed" and "--max-bytes 4000" in str(result.error)
+    assert files_in(tmp_path) == []
+
+
+@responses.activate
+def test_a_body_shorter_than_its_content_length_is_retried(tmp_path: Path) -> None:
+    responses.get(URL, body=PNG[:100], headers={"Content-Length": str(len(PNG))}, auto_calculate_content_length=False)
+    result = run(tmp_path)
+    assert result.outcome == "retry" and result.error
+    assert files_in(tmp_path) == []
+
+
+@responses.activate
+def test_content_disposition_cannot_move_the_file(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    responses.get(URL, body=PNG, headers={"Content-Disposition": 'attachment; filename="../../evil.sh"'})
+    result = run(out)
+    assert result.outcome == "ok"
+    assert (out / str(result.path)).resolve().is_relative_to(out.resolve())
+    assert not any(path.name.startswith("evil") for path in tmp_path.rglob("*"))
+
+
+@responses.activate
+def test_an_unwritable_folder_fails_the_url_with_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "images.example").write_text("a file where a folder should be")
+    responses.get(URL, body=PNG)
+    result = run(tmp_path)
+    assert result.outcome == "failed" and "cannot write file" in str(result.error)
+
+
+def test_parse_retry_after() -> None:
+    assert parse_retry_after("120") == 120.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412490.0) == 0.0
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None

@@ -1,0 +1,154 @@
+"""Leases, results and the end of the crawl, on a fake clock."""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+
+import pytest
+
+from crawler.frontier import Frontier, ResultQueueView, TaskQueueView
+from crawler.master import retry_delay
+from crawler.messages import Policy, Result, Task
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def tasks(count: int) -> list[Task]:
+    return [Task(number, f"http://example.com/{number}", 1) for number in range(1, count + 1)]
+
+
+def ok(task: Task) -> Result:
+    return Result(task.id, task.url, "ok", attempt=task.attempt)
+
+
+def test_get_hands_out_a_batch_and_leases_it() -> None:
+    frontier = Frontier(lease_seconds=30)
+    frontier.add(tasks(5))
+    view = TaskQueueView(frontier, {}, "w1", capacity=3)
+    assert [task.id for task in view.get(True, 0)] == [1, 2, 3]
+    assert [task.id for task in view.get(True, 0, 1)] == [4]
+    assert frontier.leased_count() == 4
+
+
+def test_get_raises_queue_empty_when_nothing_is_ready() -> None:
+    view = TaskQueueView(Frontier(lease_seconds=30), {}, "w1", capacity=3)
+    with pytest.raises(queue.Empty):
+        view.get(True, 0.01)
+    with pytest.raises(queue.Empty):
+        view.get(False)
+
+
+def test_empty_is_false_until_the_master_says_the_crawl_is_over() -> None:
+    frontier = Frontier(lease_seconds=30)
+    view = TaskQueueView(frontier, {}, "w1", capacity=3)
+    assert not view.empty()  # nothing queued, but the master has not said it is over
+    frontier.finish()
+    assert view.empty()
+
+
+def test_a_blocked_get_wakes_when_the_crawl_ends() -> None:
+    frontier = Frontier(lease_seconds=30)
+    view = TaskQueueView(frontier, {}, "w1", capacity=1)
+    raised: list[BaseException] = []
+
+    def blocked_get() -> None:
+        try:
+            view.get(True, 60)
+        except queue.Empty as error:
+            raised.append(error)
+
+    thread = threading.Thread(target=blocked_get)
+    thread.start()
+    frontier.finish()
+    thread.join(5)
+    assert not thread.is_alive() and raised
+
+
+def test_an_expired_lease_comes_back_and_renewal_prevents_it() -> None:
+    clock = Clock()
+    frontier = Frontier(lease_seconds=30, clock=clock)
+    frontier.add(tasks(2))
+    slow = TaskQueueView(frontier, {}, "slow", capacity=1)
+    dead = TaskQueueView(frontier, {}, "dead", capacity=1)
+    slow.get(True, 0)
+    dead.get(True, 0)
+    clock.now += 20
+    assert slow.renew() == 1
+    clock.now += 20
+    expired = frontier.expire_leases()
+    assert [task.id for task in expired] == [2]
+    assert frontier.leased_count() == 1
+
+
+def test_a_late_result_after_expiry_is_still_taken_once() -> None:
+    clock = Clock()
+    frontier = Frontier(lease_seconds=30, clock=clock)
+    [task] = tasks(1)
+    frontier.add([task])
+    TaskQueueView(frontier, {}, "stopped", capacity=1).get(True, 0)
+    clock.now += 31
+    [expired] = frontier.expire_leases()
+    frontier.add([expired._replace(attempt=2)])
+    second = TaskQueueView(frontier, {}, "second", capacity=1).get(True, 0)
+    ResultQueueView(frontier, "stopped").put([ok(task)])  # the stopped worker wakes up
+    ResultQueueView(frontier, "second").put([ok(second[0])])  # a duplicate now
+    assert [result.worker for result in frontier.take_results()] == [""]
+    assert frontier.take_results() == [] and frontier.in_play_count() == 0
+
+
+def test_results_for_unknown_ids_are_ignored() -> None:
+    frontier = Frontier(lease_seconds=30)
+    ResultQueueView(frontier, "w").put([Result(99, "http://x/", "ok")])
+    assert frontier.take_results() == []
+
+
+def test_release_gives_tasks_back_at_the_front_without_an_attempt() -> None:
+    frontier = Frontier(lease_seconds=30)
+    frontier.add(tasks(3))
+    quitter = TaskQueueView(frontier, {}, "quitter", capacity=2)
+    quitter.get(True, 0)
+    assert quitter.release() == 2
+    taken = TaskQueueView(frontier, {}, "other", capacity=3).get(True, 0)
+    assert sorted(task.id for task in taken) == [1, 2, 3]
+    assert all(task.attempt == 1 for task in taken)
+
+
+def test_retries_wait_for_their_time() -> None:
+    clock = Clock()
+    frontier = Frontier(lease_seconds=30, clock=clock)
+    frontier.retry_later(Task(1, "http://x/", 2), delay=5)
+    frontier.promote_due()
+    assert frontier.ready_count() == 0 and frontier.in_play_count() == 1
+    clock.now += 5
+    frontier.promote_due()
+    assert frontier.ready_count() == 1
+
+
+def test_workers_not_told_lists_active_workers_until_they_ask() -> None:
+    frontier = Frontier(lease_seconds=30)
+    view = TaskQueueView(frontier, {}, "w1", capacity=1)
+    with pytest.raises(queue.Empty):
+        view.get(False)
+    frontier.finish()
+    assert frontier.workers_not_told(active_within=30) == ["w1"]
+    assert view.empty()
+    assert frontier.workers_not_told(active_within=30) == []
+
+
+def test_retry_delay_grows_exponentially_with_jitter_and_honours_retry_after() -> None:
+    policy = Policy(backoff_base=1.0, backoff_max=60.0, retry_after_max=120.0)
+    rng = random.Random(1)
+    for attempt in range(1, 6):
+        delay = retry_delay(attempt, None, policy, rng)
+        assert 2 ** (attempt - 1) / 2 <= delay <= 2 ** (attempt - 1)
+    assert retry_delay(20, None, policy, rng) <= 60.0
+    assert retry_delay(1, 90.0, policy, rng) == 90.0
+    assert retry_delay(1, 10_000.0, policy, rng) == 120.0

@@ -1,0 +1,57 @@
+import json
+from pathlib import Path
+
+from crawler.state import CrawlState, FinalRecord, Manifest
+
+
+def ok_record(row_id: int, url: str, path: str) -> FinalRecord:
+    return FinalRecord(row_id, url, "ok", path, 3, "abc", "image/png", 200, None, 1, "w1")
+
+
+def test_add_urls_dedups_and_pending_pages_in_id_order(tmp_path: Path) -> None:
+    state = CrawlState(tmp_path)
+    assert state.add_urls(["http://a/1", "http://a/2", "http://a/1"]) == 2
+    assert state.add_urls(["http://a/2", "http://a/3"]) == 1
+    first = state.pending_after(0, 2)
+    assert [row.url for row in first] == ["http://a/1", "http://a/2"]
+    assert [row.url for row in state.pending_after(first[-1].id, 10)] == ["http://a/3"]
+
+
+def test_resume_reopens_failed_and_missing_files_but_not_present_ones(tmp_path: Path) -> None:
+    state = CrawlState(tmp_path)
+    state.add_urls(["http://a/1", "http://a/2", "http://a/3"])
+    (tmp_path / "kept.png").write_bytes(b"abc")
+    state.save(
+        [
+            ok_record(1, "http://a/1", "kept.png"),
+            ok_record(2, "http://a/2", "deleted.png"),
+            FinalRecord.failure("http://a/3", "HTTP 503", attempts=4, row_id=3),
+        ]
+    )
+    state.close()
+    reopened = CrawlState(tmp_path)
+    assert reopened.reopen_for_resume(tmp_path) == (1, 1)
+    assert [row.url for row in reopened.pending_after(0, 10)] == ["http://a/2", "http://a/3"]
+    assert all(row.attempts == 0 for row in reopened.pending_after(0, 10))
+    assert reopened.counts() == {"ok": 1, "pending": 2}
+
+
+def test_manifest_rebuilds_from_the_state(tmp_path: Path) -> None:
+    state = CrawlState(tmp_path)
+    state.add_urls(["http://a/1", "http://a/2", "http://a/3"])
+    state.save([ok_record(1, "http://a/1", "x.png"), FinalRecord.failure("http://a/2", "HTTP 404", 1, row_id=2)])
+    Manifest.rebuild(tmp_path, state)
+    lines = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    assert [(line["url"], line["status"]) for line in lines] == [("http://a/1", "ok"), ("http://a/2", "failed")]
+    assert set(lines[0]) >= {
+        "url",
+        "status",
+        "path",
+        "bytes",
+        "sha256",
+        "content_type",
+        "http_status",
+        "error",
+        "attempts",
+        "worker",
+    }
