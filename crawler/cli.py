@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import secrets
+import signal
 import stat
 import subprocess
 import sys
@@ -202,17 +203,19 @@ def _master_config(args: argparse.Namespace, bind: tuple[str, int], authkey: byt
     )
 
 
-def _run_master(args: argparse.Namespace, config: MasterConfig) -> int:
-    with open_seeds(args.seeds) as seeds, Master(config, seeds) as master:
-        status = master.run()
+def _print_summary(args: argparse.Namespace, master: Master) -> None:
     if not args.quiet:
         print(f"crawler: {master.counts.summary()}", file=sys.stderr)
-    return status
 
 
 def command_master(args: argparse.Namespace) -> int:
     authkey = read_authkey(args.authkey_file)
-    return _run_master(args, _master_config(args, args.bind, authkey))
+    config = _master_config(args, args.bind, authkey)
+    with open_seeds(args.seeds) as seeds, Master(config, seeds) as master:
+        logger.info("master: serving on %s", format_address(master.server.address))
+        status = master.run()
+    _print_summary(args, master)
+    return status
 
 
 def command_worker(args: argparse.Namespace) -> int:
@@ -239,8 +242,7 @@ def command_run(args: argparse.Namespace) -> int:
         finally:
             # Still serving: a worker that connects only now hears that the crawl is over.
             _stop_local_workers(workers)
-    if not args.quiet:
-        print(f"crawler: {master.counts.summary()}", file=sys.stderr)
+    _print_summary(args, master)
     return status
 
 
@@ -302,6 +304,11 @@ def setup_logging(args: argparse.Namespace) -> None:
     root.propagate = False
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """Treat SIGTERM (a service manager stopping us) like Ctrl-C: stop cleanly."""
+    raise KeyboardInterrupt
+
+
 COMMANDS = {"run": command_run, "master": command_master, "worker": command_worker}
 
 
@@ -309,6 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = build_parser().parse_args(argv)
     setup_logging(args)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return COMMANDS[args.command](args)
     except CrawlerError as error:

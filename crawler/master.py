@@ -162,6 +162,7 @@ class Master:
         logger.warning("seeds line %d: %s: %s", line.line_number, line.error, line.text[:200])
         self.invalid_seeds += 1
         self.counts.failed += 1
+        self.counts.done_this_run += 1
         self.counts.total += 1
         self.manifest.write(FinalRecord.failure(line.text, line.error or "invalid URL", attempts=0).to_manifest())
 
@@ -170,7 +171,7 @@ class Master:
     def run(self) -> int:
         """Crawl until every URL is final; return the exit status (0 or 1)."""
         self.server.start()
-        logger.info("master: serving on %s", format_address(self.server.address))
+        logger.debug("master: serving on %s", format_address(self.server.address))
         try:
             while not self._is_crawl_over():
                 self._step()

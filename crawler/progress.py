@@ -45,8 +45,10 @@ class CrawlCounts:
     def summary(self) -> str:
         elapsed = self.elapsed()
         rate = self.done_this_run / elapsed if elapsed > 0 else 0.0
+        earlier = self.done - self.done_this_run
+        resumed = f" ({earlier} done by an earlier run)" if earlier else ""
         return (
-            f"done: {self.ok} ok, {self.failed} failed of {self.total} URLs; "
+            f"done: {self.ok} ok, {self.failed} failed of {self.total} URLs{resumed}; "
             f"{format_bytes(self.bytes)} in {elapsed:.1f} s ({rate:.1f} URLs/s)"
         )
 

@@ -43,7 +43,8 @@ __all__ = ["MasterLink", "QueueServer", "format_address", "parse_address"]
 logger = logging.getLogger(__name__)
 
 TRANSPORT = "crawler"
-HANDSHAKE_SECONDS = 10.0
+HANDSHAKE_SECONDS = 5.0
+KEEPALIVE = {"TCP_KEEPIDLE": 10, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3}
 LISTEN_BACKLOG = 256
 MAX_HANDSHAKES = 64
 MAX_CONNECTIONS = 1024
@@ -65,6 +66,12 @@ def format_address(address: tuple[str, int]) -> str:
 
 def _tune_socket(sock: socket.socket) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    # Proxy calls have no timeout: keepalive is what notices a peer whose
+    # machine vanished (no reset ever comes) within about half a minute.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in KEEPALIVE.items():
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 def _set_receive_timeout(conn: connection.Connection, seconds: float) -> None:

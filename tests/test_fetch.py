@@ -168,3 +168,32 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412490.0) == 0.0
     assert parse_retry_after("soon") is None
     assert parse_retry_after(None) is None
+
+
+@responses.activate
+def test_a_full_disk_fails_the_url_and_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import tempfile
+
+    real = tempfile.NamedTemporaryFile
+
+    class FullDisk:
+        def __init__(self, handle):  # type: ignore[no-untyped-def]
+            self._handle = handle
+            self.name = handle.name
+
+        def write(self, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __enter__(self):  # type: ignore[no-untyped-def]
+            return self
+
+        def __exit__(self, *exc_info: object) -> None:
+            self._handle.close()
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", lambda **kwargs: FullDisk(real(**kwargs)))
+    responses.get(URL, body=PNG)
+    result = run(tmp_path)
+    assert result.outcome == "failed"
+    assert result.error == "cannot write file: No space left on device"
+    assert files_in(tmp_path) == []

@@ -1,0 +1,243 @@
+"""Fault injection: killed, frozen and interrupted processes, restarts, hostile clients.
+
+Real processes, real sockets on 127.0.0.1 and a loopback HTTP server whose
+responses are slowed down so that faults land mid-crawl. Leases are short
+(``--lease-seconds``) so that expiries happen within the tests' time.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import finish, run_crawler, start_crawler
+from tests.site import Site
+
+WAIT_LIMIT = 30.0
+
+
+def wait_until(condition: Callable[[], bool], what: str, limit: float = WAIT_LIMIT) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def manifest_lines(out: Path) -> list[dict[str, object]]:
+    path = out / "manifest.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def final_states(out: Path) -> dict[str, dict[str, object]]:
+    return {str(line["url"]): line for line in manifest_lines(out)}
+
+
+def slow_site(site: Site, count: int, delay: float) -> list[str]:
+    return [site.add(f"/f/{number}.png", body=os.urandom(3000), delay=delay) for number in range(count)]
+
+
+def seeds_file(tmp_path: Path, urls: list[str]) -> Path:
+    path = tmp_path / "seeds.txt"
+    path.write_text("\n".join(urls) + "\n")
+    return path
+
+
+def assert_each_url_once_and_ok(out: Path, urls: list[str]) -> None:
+    lines = manifest_lines(out)
+    per_url = collections.Counter(str(line["url"]) for line in lines)
+    assert set(per_url) == set(urls)
+    assert all(count == 1 for count in per_url.values()), per_url.most_common(3)
+    assert all(line["status"] == "ok" for line in lines)
+    for line in lines:
+        assert (out / str(line["path"])).stat().st_size == 3000
+    assert not list(out.rglob("*.part"))
+
+
+def test_a_worker_killed_mid_download_loses_nothing(tmp_path: Path, site: Site, free_port: int) -> None:
+    urls = slow_site(site, 30, delay=0.3)
+    out, address = tmp_path / "out", f"127.0.0.1:{free_port}"
+    master = start_crawler(
+        "master",
+        str(seeds_file(tmp_path, urls)),
+        "-o",
+        str(out),
+        "--bind",
+        address,
+        "--lease-seconds",
+        "2",
+        authkey="k",
+    )
+    doomed = start_crawler("worker", "--connect", address, "-o", str(out), "-t", "4", authkey="k")
+    wait_until(lambda: sum(site.hits.values()) >= 4, "the first worker to start downloading")
+    doomed.send_signal(signal.SIGKILL)
+    finish(doomed)
+    survivor = start_crawler("worker", "--connect", address, "-o", str(out), "-t", "8", authkey="k")
+    assert finish(survivor)[0] == 0
+    status, error = finish(master)
+    assert status == 0 and "expired" in error
+    assert_each_url_once_and_ok(out, urls)
+    assert any(int(str(line["attempts"])) >= 2 for line in manifest_lines(out))  # the dead worker's leases
+
+
+def test_a_frozen_worker_comes_back_late_and_changes_nothing(tmp_path: Path, site: Site, free_port: int) -> None:
+    urls = slow_site(site, 40, delay=0.3)
+    out, address = tmp_path / "out", f"127.0.0.1:{free_port}"
+    master = start_crawler(
+        "master",
+        str(seeds_file(tmp_path, urls)),
+        "-o",
+        str(out),
+        "--bind",
+        address,
+        "--lease-seconds",
+        "1.5",
+        authkey="k",
+    )
+    frozen = start_crawler("worker", "--connect", address, "-o", str(out), "-t", "3", authkey="k")
+    wait_until(lambda: sum(site.hits.values()) >= 3, "the first worker to start downloading")
+    frozen.send_signal(signal.SIGSTOP)
+    other = start_crawler("worker", "--connect", address, "-o", str(out), "-t", "2", authkey="k")
+    time.sleep(2.5)  # past the lease: its URLs go to the other worker
+    frozen.send_signal(signal.SIGCONT)
+    assert finish(other)[0] == 0
+    assert finish(frozen)[0] == 0
+    status, error = finish(master)
+    assert status == 0 and "expired" in error
+    assert_each_url_once_and_ok(out, urls)
+
+
+def test_a_killed_master_resumes_without_refetching_and_workers_reconnect(
+    tmp_path: Path, site: Site, free_port: int
+) -> None:
+    urls = slow_site(site, 40, delay=0.1)
+    seeds, out, address = seeds_file(tmp_path, urls), tmp_path / "out", f"127.0.0.1:{free_port}"
+    master = start_crawler("master", str(seeds), "-o", str(out), "--bind", address, authkey="k")
+    worker = start_crawler(
+        "worker", "--connect", address, "-o", str(out), "-t", "2", "--connect-timeout", "30", authkey="k"
+    )
+    wait_until(lambda: len(manifest_lines(out)) >= 10, "ten URLs to be done")
+    master.send_signal(signal.SIGKILL)
+    finish(master)
+    done_before = {str(line["url"]) for line in manifest_lines(out) if line["status"] == "ok"}
+    time.sleep(0.5)
+    restarted = start_crawler("master", str(seeds), "-o", str(out), "--bind", address, authkey="k")
+    status, error = finish(restarted)
+    assert status == 0, error
+    assert finish(worker)[0] == 0
+    for url in done_before:
+        assert site.hits[url.split(str(site.port), 1)[1]] == 1, url
+    states = final_states(out)
+    assert set(states) == set(urls) and all(state["status"] == "ok" for state in states.values())
+    assert not list(out.rglob("*.part"))
+
+
+def test_idle_and_garbage_connections_do_not_stop_the_crawl(tmp_path: Path, site: Site, free_port: int) -> None:
+    urls = slow_site(site, 10, delay=0.0)
+    out, address = tmp_path / "out", f"127.0.0.1:{free_port}"
+    master = start_crawler("master", str(seeds_file(tmp_path, urls)), "-o", str(out), "--bind", address, authkey="k")
+    hostile: list[socket.socket] = []
+    try:
+        wait_until(lambda: _can_connect(free_port), "the master to listen")
+        for number in range(150):
+            sock = socket.create_connection(("127.0.0.1", free_port), timeout=5)
+            if number % 10 == 0:
+                sock.sendall(os.urandom(64))
+            hostile.append(sock)
+        started = time.monotonic()
+        worker = start_crawler("worker", "--connect", address, "-o", str(out), authkey="k")
+        assert finish(worker)[0] == 0
+        status, error = finish(master)
+        assert status == 0, error
+        assert time.monotonic() - started < 30
+    finally:
+        for sock in hostile:
+            sock.close()
+    assert all(state["status"] == "ok" for state in final_states(out).values())
+
+
+def _can_connect(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_stopping_the_master_exits_130_and_the_crawl_resumes(tmp_path: Path, site: Site, stop: int) -> None:
+    urls = slow_site(site, 60, delay=0.1)
+    seeds, out = seeds_file(tmp_path, urls), tmp_path / "out"
+    first = start_crawler("run", str(seeds), "-o", str(out), "-w", "1", "-t", "2")
+    wait_until(lambda: len(manifest_lines(out)) >= 5, "five URLs to be done")
+    first.send_signal(stop)
+    status, error = finish(first)
+    assert status == 130, error
+    assert "interrupted" in error
+    done_before = {str(line["url"]) for line in manifest_lines(out)}
+    assert 5 <= len(done_before) < len(urls)
+    second = run_crawler("run", str(seeds), "-o", str(out), "-w", "2", "-t", "8")
+    assert second.returncode == 0, second.stderr
+    assert all(site.hits[url.split(str(site.port), 1)[1]] == 1 for url in done_before)
+    assert set(final_states(out)) == set(urls)
+
+
+def test_ctrl_c_on_a_worker_gives_its_urls_back_at_once(tmp_path: Path, site: Site, free_port: int) -> None:
+    urls = slow_site(site, 20, delay=0.3)
+    out, address = tmp_path / "out", f"127.0.0.1:{free_port}"
+    # A lease far longer than the test: only an explicit release can bring the URLs back in time.
+    master = start_crawler(
+        "master",
+        str(seeds_file(tmp_path, urls)),
+        "-o",
+        str(out),
+        "--bind",
+        address,
+        "--lease-seconds",
+        "600",
+        authkey="k",
+    )
+    quitter = start_crawler("worker", "--connect", address, "-o", str(out), "-t", "4", authkey="k")
+    wait_until(lambda: sum(site.hits.values()) >= 4, "the worker to start downloading")
+    quitter.send_signal(signal.SIGINT)
+    status, error = finish(quitter)
+    assert status == 130 and "gave" in error
+    other = start_crawler("worker", "--connect", address, "-o", str(out), "-t", "4", authkey="k")
+    assert finish(other)[0] == 0
+    assert finish(master)[0] == 0
+    assert_each_url_once_and_ok(out, urls)
+
+
+def test_urls_that_failed_are_tried_again_on_the_next_run(tmp_path: Path, site: Site) -> None:
+    url = site.add("/heals.png", body=b"x" * 3000, fail_first=1000)
+    seeds, out = seeds_file(tmp_path, [url]), tmp_path / "out"
+    first = run_crawler("run", str(seeds), "-o", str(out), "-w", "1", "--retries", "1", "--retry-wait", "0.05")
+    assert first.returncode == 1 and final_states(out)[url]["status"] == "failed"
+    site.routes["/heals.png"].fail_first = 0
+    second = run_crawler("run", str(seeds), "-o", str(out), "-w", "1")
+    assert second.returncode == 0, second.stderr
+    assert final_states(out)[url]["status"] == "ok"
+    assert site.hits["/heals.png"] == 3
+
+
+def test_a_worker_losing_its_master_for_good_exits_2(tmp_path: Path, site: Site, free_port: int) -> None:
+    urls = slow_site(site, 50, delay=0.2)
+    out, address = tmp_path / "out", f"127.0.0.1:{free_port}"
+    master = start_crawler("master", str(seeds_file(tmp_path, urls)), "-o", str(out), "--bind", address, authkey="k")
+    worker = start_crawler(
+        "worker", "--connect", address, "-o", str(out), "-t", "2", "--connect-timeout", "1", authkey="k"
+    )
+    wait_until(lambda: len(manifest_lines(out)) >= 2, "two URLs to be done")
+    master.send_signal(signal.SIGKILL)
+    finish(master)
+    status, error = finish(worker)
+    assert status == 2
+    assert "lost the master" in error and f"no master at {address}" in error
