@@ -11,11 +11,12 @@ place only when whole.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import mimetypes
 import os
 import re
-import tempfile
+import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["TEMP_SUFFIX", "atomic_writer", "relative_path_for", "remove_temp_files"]
+__all__ = ["TEMP_SUFFIX", "OutputFolder", "is_safe_relative", "relative_path_for", "remove_temp_files"]
 
 TEMP_SUFFIX = ".part"
 MAX_SEGMENT = 60
@@ -94,25 +95,48 @@ def relative_path_for(url: str, content_type: str | None = None) -> str:
     return "/".join([_host_folder(url), *folders, file_name])
 
 
-@contextmanager
-def atomic_writer(root: Path, relative: str) -> Iterator[IO[bytes]]:
-    """Yield a temporary file that becomes ``root/relative`` only on success.
+def is_safe_relative(relative: str) -> bool:
+    """Tell whether ``relative`` names a place strictly inside a folder, by its text alone."""
+    parts = relative.split("/")
+    return (
+        bool(relative)
+        and "\\" not in relative
+        and "\x00" not in relative
+        and all(part not in ("", ".", "..") for part in parts)
+    )
 
-    On any exception the temporary file is removed and nothing appears under
-    the final name.
-    """
-    final = (root / relative).resolve()
-    if not final.is_relative_to(root.resolve()):
-        raise ValueError(f"refusing to write outside the output folder: {relative}")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=final.parent, prefix=f".{final.name}.", suffix=TEMP_SUFFIX, delete=False)
-    try:
-        with handle:
-            yield handle
-        os.replace(handle.name, final)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+
+class OutputFolder:
+    """The output folder as workers write to it: whole files only, never outside it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        # Folders this process already made: one mkdir per folder, not per file.
+        self._made: set[str] = set()
+
+    @contextmanager
+    def writer(self, relative: str) -> Iterator[IO[bytes]]:
+        """Yield a temporary file that becomes ``root/relative`` only on success.
+
+        On any exception the temporary file is removed and nothing appears
+        under the final name.
+        """
+        if not is_safe_relative(relative):
+            raise ValueError(f"refusing to write outside the output folder: {relative}")
+        folder, _, name = os.path.join(self.root, relative).rpartition("/")
+        if folder not in self._made:
+            os.makedirs(folder, exist_ok=True)
+            self._made.add(folder)
+        temporary = f"{folder}/.{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            with open(descriptor, "wb", buffering=0) as file:
+                yield file
+            os.replace(temporary, f"{folder}/{name}")
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
 
 
 def remove_temp_files(root: Path, older_than: float) -> int:

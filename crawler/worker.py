@@ -28,6 +28,7 @@ from .errors import AuthenticationFailed, MasterUnreachable, OutputError
 from .fetch import fetch, make_session
 from .messages import Policy, Result, Task
 from .queues import CONNECTION_ERRORS, MasterLink, format_address
+from .storage import OutputFolder
 
 __all__ = ["Worker", "WorkerConfig"]
 
@@ -62,9 +63,14 @@ class _Slots:
         self._changed = threading.Condition()
 
     def wait_for_free(self) -> int:
-        """Block until a slot is free; return how many are."""
+        """Block until half the slots are free; return how many are.
+
+        Asking for work in halves keeps one round trip to the master per
+        batch of URLs instead of one per URL, while the other half keeps
+        the download threads busy.
+        """
         with self._changed:
-            self._changed.wait_for(lambda: self._used < self._capacity)
+            self._changed.wait_for(lambda: self._used <= self._capacity // 2)
             return self._capacity - self._used
 
     def take(self, count: int) -> None:
@@ -91,6 +97,7 @@ class Worker:
         self._results: queue.Queue[Result] = queue.Queue()
         # Twice the threads: the next batch is already here when a download ends.
         self._slots = _Slots(2 * config.threads)
+        self._output = OutputFolder(config.output)
         self._stopping = threading.Event()
         self._link: MasterLink | None = None
         self.policy = Policy()
@@ -166,13 +173,13 @@ class Worker:
                 self._downloads.put(item)
 
     def _download_loop(self) -> None:
-        root = self.config.output
+        output = self._output
         with make_session(self.policy) as session:
             while not self._stopping.is_set():
                 task = self._downloads.get()
                 if task is None:
                     return
-                self._results.put(fetch(session, task, self.policy, root, self.config.name))
+                self._results.put(fetch(session, task, self.policy, output, self.config.name))
                 self._slots.give_back()
 
     def _send_loop(self) -> None:

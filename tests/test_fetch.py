@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
+import io
 import zlib
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import responses
 from crawler import __version__
 from crawler.fetch import fetch, make_session, parse_retry_after
 from crawler.messages import Policy, Result, Task
+from crawler.storage import OutputFolder
 
 URL = "http://images.example/cat.png"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40
@@ -22,7 +25,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40
 def run(tmp_path: Path, url: str = URL, **policy: object) -> Result:
     chosen = Policy(**policy)  # type: ignore[arg-type]
     with make_session(chosen) as session:
-        return fetch(session, Task(7, url, 2), chosen, tmp_path, "w1")
+        return fetch(session, Task(7, url, 2), chosen, OutputFolder(tmp_path), "w1")
 
 
 def files_in(root: Path) -> list[Path]:
@@ -172,26 +175,11 @@ def test_parse_retry_after() -> None:
 
 @responses.activate
 def test_a_full_disk_fails_the_url_and_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import errno
-    import tempfile
-
-    real = tempfile.NamedTemporaryFile
-
-    class FullDisk:
-        def __init__(self, handle):  # type: ignore[no-untyped-def]
-            self._handle = handle
-            self.name = handle.name
-
-        def write(self, data: bytes) -> int:
+    class FullDisk(io.FileIO):
+        def write(self, data: object) -> int:
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        def __enter__(self):  # type: ignore[no-untyped-def]
-            return self
-
-        def __exit__(self, *exc_info: object) -> None:
-            self._handle.close()
-
-    monkeypatch.setattr(tempfile, "NamedTemporaryFile", lambda **kwargs: FullDisk(real(**kwargs)))
+    monkeypatch.setattr("crawler.storage.open", lambda fd, mode, buffering: FullDisk(fd, "wb"), raising=False)
     responses.get(URL, body=PNG)
     result = run(tmp_path)
     assert result.outcome == "failed"

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from crawler.storage import atomic_writer, extension_for, relative_path_for, remove_temp_files
+from crawler.storage import OutputFolder, extension_for, is_safe_relative, relative_path_for, remove_temp_files
 
 HOSTILE_URLS = [
     "http://example.com/../../etc/passwd",
@@ -31,7 +31,7 @@ def test_hostile_urls_stay_inside_the_output_folder(tmp_path: Path, url: str) ->
     assert all(part not in ("", ".", "..") and not part.startswith(".") for part in relative.split("/"))
     assert len(relative) < 800 and all(len(part) <= 80 for part in relative.split("/"))
     assert relative.split("/")[0] not in ("manifest.jsonl", ".crawler")
-    with atomic_writer(tmp_path, relative) as file:
+    with OutputFolder(tmp_path).writer(relative) as file:
         file.write(b"x")
     assert final.read_bytes() == b"x"
 
@@ -85,18 +85,27 @@ def test_the_url_extension_wins_over_content_type() -> None:
     assert relative_path_for("http://example.com/x.gif", "image/png").endswith(".gif")
 
 
-def test_atomic_writer_leaves_nothing_on_failure(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError), atomic_writer(tmp_path, "host/file.png") as file:
+def test_writer_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), OutputFolder(tmp_path).writer("host/file.png") as file:
         file.write(b"half")
         raise RuntimeError("connection reset")
     assert not (tmp_path / "host/file.png").exists()
     assert list((tmp_path / "host").iterdir()) == []
 
 
-def test_atomic_writer_refuses_paths_outside(tmp_path: Path) -> None:
-    with pytest.raises(ValueError), atomic_writer(tmp_path, "../outside.png"):
+def test_writer_refuses_paths_outside(tmp_path: Path) -> None:
+    with pytest.raises(ValueError), OutputFolder(tmp_path).writer("../outside.png"):
         pass
     assert not (tmp_path.parent / "outside.png").exists()
+
+
+@pytest.mark.parametrize("relative", ["", "/etc/passwd", "a/../../b", "a//b", "./a", "a\\..\\b", "a\x00b", ".."])
+def test_unsafe_relative_paths_are_recognised(relative: str) -> None:
+    assert not is_safe_relative(relative)
+
+
+def test_every_generated_path_is_safe() -> None:
+    assert all(is_safe_relative(relative_path_for(url, "image/png")) for url in HOSTILE_URLS)
 
 
 def test_remove_temp_files_spares_fresh_ones(tmp_path: Path) -> None:
