@@ -13,6 +13,18 @@ from tests.site import Site
 
 ROOT = Path(__file__).resolve().parent.parent
 PROCESS_TIMEOUT = 60
+# Every process a test starts, so that none outlives its test, even a failed one.
+STARTED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def reap_processes() -> Iterator[None]:
+    yield
+    while STARTED:
+        process = STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
 
 
 @pytest.fixture
@@ -41,7 +53,7 @@ def start_crawler(
     *args: str, authkey: str | None = None, cwd: Path | None = None, stdin: int | None = subprocess.DEVNULL
 ) -> subprocess.Popen[str]:
     """Start ``python -m crawler ARGS`` with captured output."""
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, "-m", "crawler", *args],
         env=crawler_env(authkey),
         cwd=cwd,
@@ -50,6 +62,8 @@ def start_crawler(
         stderr=subprocess.PIPE,
         text=True,
     )
+    STARTED.append(process)
+    return process
 
 
 def run_crawler(
