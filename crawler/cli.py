@@ -27,7 +27,9 @@ from .errors import CrawlerError, UsageError
 from .master import Master, MasterConfig
 from .messages import Policy
 from .queues import format_address, parse_address
+from .rules import Scope, parse_patterns
 from .seeds import open_seeds
+from .state import CrawlState, Manifest
 from .worker import Worker, WorkerConfig
 
 __all__ = ["main", "parse_size"]
@@ -38,6 +40,8 @@ EXIT_OK, EXIT_FAILED_URLS, EXIT_CANNOT_RUN, EXIT_INTERRUPTED = 0, 1, 2, 130
 AUTHKEY_ENV = "CRAWLER_AUTHKEY"
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 WORKER_EXIT_SECONDS = 10.0
+CRAWL_PER_HOST = 4
+"""Default downloads in flight per host when following links: polite to sites we were not asked about."""
 
 
 def parse_size(text: str) -> int:
@@ -71,6 +75,13 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -89,6 +100,7 @@ for _converter, _name in (
     (_positive_int, "a positive whole number"),
     (_non_negative_int, "a whole number"),
     (_positive_float, "a positive number"),
+    (_non_negative_float, "a number"),
 ):
     _converter.__name__ = _name  # argparse names the type in its "invalid ... value" message
 
@@ -96,11 +108,12 @@ for _converter, _name in (
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="crawler", description="Distributed web and image downloader.")
     parser.add_argument("--version", action="version", version=f"crawler {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,master,worker}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,master,worker,manifest}")
     run = commands.add_parser("run", help="crawl on this machine: a master and local workers")
     master = commands.add_parser("master", help="serve a crawl to workers on any machine")
     worker = commands.add_parser("worker", help="work for a master")
-    for sub in (run, master, worker):
+    rebuild = commands.add_parser("manifest", help="rewrite DIR/manifest.jsonl from the crawl state")
+    for sub in (run, master, worker, rebuild):
         sub.add_argument("-o", "--output", type=Path, default=Path("output"), help="output folder (default: output)")
         sub.add_argument("-q", "--quiet", action="store_true", help="print errors only")
         sub.add_argument("-v", "--verbose", action="count", default=0, help="more detail (-vv for debug)")
@@ -133,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
             default=30.0,
             help="seconds a worker may hold a URL without a heartbeat (default: 30)",
         )
+    for sub in (run, master):
+        add_crawl_options(sub)
     for sub in (run, worker):
         sub.add_argument(
             "-t", "--threads", type=_positive_int, default=16, help="downloads at once per worker (default: 16)"
@@ -169,6 +184,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_crawl_options(sub: argparse.ArgumentParser) -> None:
+    """Options of crawl mode: following links, scope, filters, politeness."""
+    group = sub.add_argument_group("crawl mode (follow links)")
+    group.add_argument(
+        "--depth",
+        type=_non_negative_int,
+        default=0,
+        help="levels of links to follow from the seeds (default: 0, the seeds only)",
+    )
+    group.add_argument(
+        "--accept",
+        type=parse_patterns,
+        default=(),
+        help="keep only files of these content types or extensions, e.g. 'image/*' or .jpg,.png",
+    )
+    group.add_argument("--reject", type=parse_patterns, default=(), help="never keep files of these")
+    group.add_argument("--span-hosts", action="store_true", help="follow links to any host (default: the seeds' hosts)")
+    group.add_argument(
+        "--domains",
+        type=lambda text: tuple(d.strip().lower() for d in text.split(",") if d.strip()),
+        default=(),
+        help="follow links only to these domains and their subdomains",
+    )
+    group.add_argument(
+        "--max-urls",
+        type=_non_negative_int,
+        default=0,
+        help="stop adding links once the crawl knows this many URLs (default: no cap)",
+    )
+    group.add_argument("--ignore-robots", action="store_true", help="do not read or obey robots.txt in crawl mode")
+    group.add_argument(
+        "--per-host",
+        type=_non_negative_int,
+        default=None,
+        help="downloads in flight per host, all workers together (default: 4 in crawl mode, "
+        "no cap with --depth 0; 0: no cap)",
+    )
+    group.add_argument(
+        "--delay",
+        type=_non_negative_float,
+        default=0.0,
+        help="seconds between two requests to one host (default: 0; robots.txt Crawl-delay also applies)",
+    )
+
+
 def read_authkey(path: Path | None) -> bytes:
     """Return the shared key from ``path`` (mode 0600) or the environment."""
     if path is not None:
@@ -194,12 +254,26 @@ def build_policy(args: argparse.Namespace) -> Policy:
         user_agent=args.user_agent,
         lease_seconds=args.lease_seconds,
         backoff_base=args.retry_wait,
+        depth=args.depth,
+        accept=args.accept,
+        reject=args.reject,
     )
 
 
 def _master_config(args: argparse.Namespace, bind: tuple[str, int], authkey: bytes) -> MasterConfig:
+    crawling = args.depth > 0
+    per_host = args.per_host if args.per_host is not None else (CRAWL_PER_HOST if crawling else 0)
     return MasterConfig(
-        output=args.output, bind=bind, authkey=authkey, policy=build_policy(args), show_progress=not args.quiet
+        output=args.output,
+        bind=bind,
+        authkey=authkey,
+        policy=build_policy(args),
+        show_progress=not args.quiet,
+        scope=Scope(span_hosts=args.span_hosts, domains=args.domains),
+        max_urls=args.max_urls,
+        obey_robots=crawling and not args.ignore_robots,
+        per_host=per_host,
+        host_delay=args.delay,
     )
 
 
@@ -228,6 +302,25 @@ def command_worker(args: argparse.Namespace) -> int:
         connect_seconds=args.connect_timeout,
     )
     return Worker(config).run()
+
+
+def command_manifest(args: argparse.Namespace) -> int:
+    """Rewrite the manifest from the state: one line per URL that reached a final state."""
+    if not (args.output / ".crawler" / "state.db").is_file():
+        raise UsageError(f"no crawl state in {args.output} (expected {args.output}/.crawler/state.db)")
+    state = CrawlState(args.output)
+    try:
+        path = Manifest.rebuild(args.output, state)
+        counts = state.counts()
+    finally:
+        state.close()
+    if not args.quiet:
+        print(
+            f"crawler: wrote {path}: {counts.get('ok', 0)} ok, {counts.get('failed', 0)} failed, "
+            f"{counts.get('pending', 0)} not final",
+            file=sys.stderr,
+        )
+    return EXIT_OK
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -309,7 +402,7 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-COMMANDS = {"run": command_run, "master": command_master, "worker": command_worker}
+COMMANDS = {"run": command_run, "master": command_master, "worker": command_worker, "manifest": command_manifest}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

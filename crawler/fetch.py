@@ -18,7 +18,9 @@ import requests
 import urllib3
 
 from . import __version__
+from .links import LinkExtractor, is_html
 from .messages import Outcome, Policy, Result, Task
+from .rules import Keep
 from .storage import OutputFolder, relative_path_for
 
 __all__ = ["fetch", "make_session", "parse_retry_after"]
@@ -60,7 +62,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 def fetch(session: requests.Session, task: Task, policy: Policy, output: OutputFolder, worker: str) -> Result:
     """Download ``task.url`` into ``output`` once and say what came of it."""
     started = time.monotonic()
-    result = _attempt(session, task, policy, output)
+    result = _fetch_robots(session, task, policy) if task.robots else _attempt(session, task, policy, output)
     return result._replace(attempt=task.attempt, worker=worker, elapsed=time.monotonic() - started)
 
 
@@ -86,9 +88,9 @@ def _attempt(session: requests.Session, task: Task, policy: Policy, output: Outp
         return Result(task.id, task.url, failed, error=f"cannot write file: {error.strerror or error}")
 
 
-def _save(response: requests.Response, task: Task, policy: Policy, output: OutputFolder) -> Result:
+def _unsuccessful(response: requests.Response, task: Task) -> Result | None:
+    """Classify a response that is not a 2xx; None for a 2xx."""
     status = response.status_code
-    content_type = response.headers.get("Content-Type")
     if status == 429 or status >= 500:
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         return Result(
@@ -106,22 +108,66 @@ def _save(response: requests.Response, task: Task, policy: Policy, output: Outpu
             Outcome.FAILED.value,
             http_status=status,
             error=_status_text(response),
-            content_type=content_type,
+            content_type=response.headers.get("Content-Type"),
         )
+    return None
+
+
+def _save(response: requests.Response, task: Task, policy: Policy, output: OutputFolder) -> Result:
+    unsuccessful = _unsuccessful(response, task)
+    if unsuccessful is not None:
+        return unsuccessful
+    content_type = response.headers.get("Content-Type")
+    status = response.status_code
+    extractor = LinkExtractor(content_type) if task.depth < policy.depth and is_html(content_type) else None
+    kept = Keep(policy.accept, policy.reject).keeps(task.url, content_type)
+    if not kept and extractor is None:
+        return Result(task.id, task.url, Outcome.OK.value, content_type=content_type, http_status=status, kept=False)
     _check_declared_length(response, policy)
     relative = relative_path_for(task.url, content_type)
-    with output.writer(relative) as file:
-        size, digest = _stream_body(response, file, policy)
+    if kept:
+        with output.writer(relative) as file:
+            size, digest = _stream_body(response, policy, file, extractor)
+    else:
+        size, digest = _stream_body(response, policy, None, extractor)
+    links, base = extractor.close() if extractor else ([], None)
     return Result(
         task.id,
         task.url,
         Outcome.OK.value,
-        path=relative,
+        path=relative if kept else None,
         bytes=size,
         sha256=digest,
         content_type=content_type,
         http_status=status,
+        kept=kept,
+        links=tuple(links),
+        base=base,
+        page_url=response.url,
     )
+
+
+def _fetch_robots(session: requests.Session, task: Task, policy: Policy) -> Result:
+    """Fetch a host's robots.txt for the master: its text, or "" when there is none (4xx)."""
+    try:
+        with session.get(task.url, stream=True, timeout=policy.timeout) as response:
+            unsuccessful = _unsuccessful(response, task)
+            if unsuccessful is not None and unsuccessful.outcome == Outcome.RETRY.value:
+                return unsuccessful
+            if unsuccessful is not None:  # no robots.txt: everything is allowed (RFC 9309)
+                return Result(task.id, task.url, Outcome.OK.value, http_status=response.status_code, robots="")
+            body = response.raw.read(policy.robots_max_bytes, decode_content=True)
+            return Result(
+                task.id,
+                task.url,
+                Outcome.OK.value,
+                http_status=response.status_code,
+                robots=body.decode("utf-8", errors="replace"),
+            )
+    except requests.TooManyRedirects:
+        return Result(task.id, task.url, Outcome.OK.value, robots="")
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
+        return Result(task.id, task.url, Outcome.RETRY.value, error=_describe(error))
 
 
 def _check_declared_length(response: requests.Response, policy: Policy) -> None:
@@ -130,8 +176,10 @@ def _check_declared_length(response: requests.Response, policy: Policy) -> None:
         raise BodyTooLarge(_too_large(policy))
 
 
-def _stream_body(response: requests.Response, file: IO[bytes], policy: Policy) -> tuple[int, str]:
-    """Copy the decoded body to ``file``; return its size and SHA-256."""
+def _stream_body(
+    response: requests.Response, policy: Policy, file: IO[bytes] | None, extractor: LinkExtractor | None
+) -> tuple[int, str]:
+    """Copy the decoded body to ``file`` and ``extractor``; return its size and SHA-256."""
     raw = response.raw
     digest = hashlib.sha256()
     size = 0
@@ -140,7 +188,10 @@ def _stream_body(response: requests.Response, file: IO[bytes], policy: Policy) -
         if policy.max_bytes and size > policy.max_bytes:
             raise BodyTooLarge(_too_large(policy))
         digest.update(chunk)
-        file.write(chunk)
+        if file is not None:
+            file.write(chunk)
+        if extractor is not None:
+            extractor.feed(chunk)
     declared = _content_length(response)
     # urllib3 enforces Content-Length too; this catches what slips past it.
     if declared is not None and raw.tell() < declared:

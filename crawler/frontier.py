@@ -6,6 +6,11 @@ Every URL handed out is leased to the worker that took it until a deadline;
 a result ends the lease, a heartbeat extends it, and an expired lease puts
 the URL back. Only URLs "in play" are kept in memory: the rest wait in the
 crawl state on disk.
+
+Ready URLs wait in one queue per host, taken round-robin, so one slow host
+cannot hold up the others; a host may also be capped (URLs in flight at
+once) and paced (seconds between two hand-outs), which only the master can
+enforce since only it sees all workers.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import NamedTuple
 
+from .links import host_of
 from .messages import Result, Task
 
 __all__ = ["Frontier", "Lease", "ResultQueueView", "TaskQueueView"]
@@ -25,24 +31,50 @@ __all__ = ["Frontier", "Lease", "ResultQueueView", "TaskQueueView"]
 # Server threads never block longer than this, whatever a worker asks:
 # a blocked thread whose worker died would otherwise hold a task hostage.
 MAX_BLOCK_SECONDS = 1.0
+POLITENESS_POLL_SECONDS = 0.02
 
 
 class Lease(NamedTuple):
     worker: str
     deadline: float
     task: Task
+    host: str
+
+
+class _Host:
+    """One host's ready URLs and politeness bookkeeping."""
+
+    __slots__ = ("delay", "in_flight", "in_rotation", "next_time", "ready")
+
+    def __init__(self, delay: float) -> None:
+        self.ready: deque[int] = deque()
+        self.in_flight = 0
+        self.next_time = 0.0
+        self.delay = delay
+        self.in_rotation = False
 
 
 class Frontier:
     """Tasks in play and their leases; thread-safe."""
 
-    def __init__(self, lease_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        lease_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        per_host: int = 0,
+        host_delay: float = 0.0,
+    ) -> None:
         self.lease_seconds = lease_seconds
         self._clock = clock
+        self._per_host = per_host
+        self._host_delay = host_delay
         self._changed = threading.Condition()
         self._in_play: dict[int, Task] = {}
-        self._ready: deque[int] = deque()
-        self._delayed: list[tuple[float, int]] = []
+        self._hosts: dict[str, _Host] = {}
+        self._rotation: deque[str] = deque()  # hosts with ready URLs, each once
+        self._ready_total = 0
+        self.starved = False  # a get found ready URLs but every one held back by politeness
+        self._delayed: list[tuple[float, int, str]] = []
         self._leases: dict[int, Lease] = {}
         self._inbox: list[Result] = []
         self._workers_seen: dict[str, float] = {}
@@ -57,22 +89,74 @@ class Frontier:
         deadline = self._clock() + min(max(timeout, 0.0), MAX_BLOCK_SECONDS)
         with self._changed:
             self._workers_seen[worker] = self._clock()
-            while not self._ready and not self._closed and not self.over:
+            while not self._closed and not self.over:
+                taken = self._lease_ready(worker, limit)
                 remaining = deadline - self._clock()
-                if remaining <= 0 or not self._changed.wait(remaining):
-                    break
-            return self._lease_ready(worker, limit) if not self._closed else []
+                if taken or remaining <= 0:
+                    return taken
+                # Held back by a host's pace: look again soon even if nothing changes.
+                self._changed.wait(min(remaining, POLITENESS_POLL_SECONDS) if self._ready_total else remaining)
+            return []
 
     def _lease_ready(self, worker: str, limit: int) -> list[Task]:
         taken: list[Task] = []
-        lease_deadline = self._clock() + self.lease_seconds
-        while self._ready and len(taken) < limit:
-            task = self._in_play.get(self._ready.popleft())
-            if task is None or task.id in self._leases:
+        now = self._clock()
+        lease_deadline = now + self.lease_seconds
+        held_back = 0
+        rotation = self._rotation
+        while rotation and len(taken) < limit and held_back < len(rotation):
+            name = rotation[0]
+            host = self._hosts[name]
+            if not host.ready:
+                rotation.popleft()
+                host.in_rotation = False
+                continue
+            if (self._per_host and host.in_flight >= self._per_host) or host.next_time > now:
+                rotation.rotate(-1)
+                held_back += 1
+                continue
+            task_id = host.ready.popleft()
+            self._ready_total -= 1
+            task = self._in_play.get(task_id)
+            if task is None or task_id in self._leases:
                 continue  # finished by a late result while it waited
-            self._leases[task.id] = Lease(worker, lease_deadline, task)
+            self._leases[task_id] = Lease(worker, lease_deadline, task, name)
+            host.in_flight += 1
+            host.next_time = now + host.delay
             taken.append(task)
+            held_back = 0
+            rotation.rotate(-1)
+        self.starved = not taken and self._ready_total > 0
         return taken
+
+    def _host(self, name: str) -> _Host:
+        host = self._hosts.get(name)
+        if host is None:
+            host = self._hosts[name] = _Host(self._host_delay)
+        return host
+
+    def _queue(self, task_id: int, name: str, front: bool = False) -> None:
+        host = self._host(name)
+        if front:
+            host.ready.appendleft(task_id)
+        else:
+            host.ready.append(task_id)
+        self._ready_total += 1
+        if not host.in_rotation:
+            host.in_rotation = True
+            self._rotation.append(name)
+
+    def _end_lease(self, task_id: int) -> Lease | None:
+        lease = self._leases.pop(task_id, None)
+        if lease is not None:
+            self._hosts[lease.host].in_flight -= 1
+        return lease
+
+    def set_host_delay(self, name: str, delay: float) -> None:
+        """Pace a host: at least ``delay`` seconds between two hand-outs (robots.txt Crawl-delay)."""
+        with self._changed:
+            host = self._host(name)
+            host.delay = max(host.delay, delay)
 
     def deliver(self, worker: str, results: list[Result]) -> None:
         """Accept results; a result for a URL no longer in play is a late duplicate."""
@@ -81,7 +165,7 @@ class Frontier:
             for result in results:
                 if self._in_play.pop(result.id, None) is None:
                     continue
-                self._leases.pop(result.id, None)
+                self._end_lease(result.id)
                 self._inbox.append(result)
             self._changed.notify_all()
 
@@ -100,10 +184,10 @@ class Frontier:
     def release(self, worker: str) -> int:
         """Put back, without counting an attempt, every task ``worker`` holds."""
         with self._changed:
-            held = [task_id for task_id, lease in self._leases.items() if lease.worker == worker]
-            for task_id in held:
-                del self._leases[task_id]
-                self._ready.appendleft(task_id)
+            held = [lease for lease in self._leases.values() if lease.worker == worker]
+            for lease in held:
+                self._end_lease(lease.task.id)
+                self._queue(lease.task.id, lease.host, front=True)
             self._workers_seen.pop(worker, None)
             self._changed.notify_all()
             return len(held)
@@ -123,20 +207,21 @@ class Frontier:
         with self._changed:
             for task in tasks:
                 self._in_play[task.id] = task
-                self._ready.append(task.id)
+                self._queue(task.id, host_of(task.url))
             self._changed.notify_all()
 
     def retry_later(self, task: Task, delay: float) -> None:
         with self._changed:
             self._in_play[task.id] = task
-            heapq.heappush(self._delayed, (self._clock() + delay, task.id))
+            heapq.heappush(self._delayed, (self._clock() + delay, task.id, host_of(task.url)))
 
     def promote_due(self) -> None:
         """Move delayed tasks whose time has come to the ready queue."""
         with self._changed:
             now = self._clock()
             while self._delayed and self._delayed[0][0] <= now:
-                self._ready.append(heapq.heappop(self._delayed)[1])
+                _due, task_id, name = heapq.heappop(self._delayed)
+                self._queue(task_id, name)
             self._changed.notify_all()
 
     def wait_for_results(self, timeout: float) -> None:
@@ -156,13 +241,13 @@ class Frontier:
             now = self._clock()
             expired = [lease.task for lease in self._leases.values() if lease.deadline <= now]
             for task in expired:
-                del self._leases[task.id]
+                self._end_lease(task.id)
                 del self._in_play[task.id]
             return expired
 
     def ready_count(self) -> int:
         with self._changed:
-            return len(self._ready)
+            return self._ready_total
 
     def in_play_count(self) -> int:
         with self._changed:

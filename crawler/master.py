@@ -18,11 +18,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
+from . import __version__
 from .errors import OutputError, UsageError
 from .frontier import Frontier, ResultQueueView, TaskQueueView
+from .links import resolve_links
 from .messages import Outcome, Policy, Result, Task
 from .progress import CrawlCounts, Progress
 from .queues import QueueServer, format_address
+from .robots import RobotsGate
+from .rules import Scope
 from .seeds import SeedLine, read_seeds
 from .state import CrawlState, FinalRecord, Manifest
 from .storage import remove_temp_files
@@ -34,6 +38,7 @@ logger = logging.getLogger(__name__)
 SEED_CHUNK = 20_000
 WINDOW_LOW = 2_000
 WINDOW_REFILL = 10_000
+WINDOW_MAX = 100_000
 LOOP_WAIT_SECONDS = 0.05
 
 
@@ -50,6 +55,15 @@ class MasterConfig:
     drain_seconds: float = 5.0
     """After Ctrl-C, how long to wait for the work in flight."""
     show_progress: bool = True
+    scope: Scope = dataclasses.field(default_factory=Scope)
+    """Which hosts discovered links may lead to (crawl mode)."""
+    max_urls: int = 0
+    """Stop adding discovered links once the crawl knows this many URLs; 0: no cap."""
+    obey_robots: bool = False
+    per_host: int = 0
+    """URLs of one host in flight at once, across all workers; 0: no cap."""
+    host_delay: float = 0.0
+    """Seconds between two requests to one host."""
 
 
 def retry_delay(attempt: int, retry_after: float | None, policy: Policy, rng: random.Random) -> float:
@@ -82,7 +96,12 @@ class Master:
         self.invalid_seeds = 0
         self._cursor = 0
         self._state_exhausted = False
-        self.frontier = Frontier(config.policy.lease_seconds)
+        self.frontier = Frontier(config.policy.lease_seconds, per_host=config.per_host, host_delay=config.host_delay)
+        self.scope = config.scope
+        user_agent = config.policy.user_agent or f"crawler/{__version__}"
+        self.robots = RobotsGate(user_agent) if config.obey_robots else None
+        # depth and parent of every URL in play, for its manifest line and its links
+        self._origins: dict[int, tuple[int, str | None]] = {}
         self.state, self.manifest = self._open_output(config.output)
         self.counts = CrawlCounts()
         self.progress = Progress(self.counts, enabled=config.show_progress)
@@ -149,6 +168,8 @@ class Master:
         chunk = list(itertools.islice(self._seed_lines, SEED_CHUNK))
         self._seeds_done = len(chunk) < SEED_CHUNK
         urls = [line.url for line in chunk if line.url]
+        for url in urls:
+            self.scope.add_seed(url)
         self._valid_seeds += len(urls)
         added = self.state.add_urls(urls)
         self.counts.total += added
@@ -198,6 +219,9 @@ class Master:
         for task in self.frontier.expire_leases():
             self._handle_expired(task, finals, retries)
         self.frontier.promote_due()
+        self._save(finals, retries)
+
+    def _save(self, finals: list[FinalRecord], retries: list[tuple[int, int]]) -> None:
         if finals or retries:
             self.state.save(finals, retries)
             for record in finals:
@@ -205,12 +229,20 @@ class Master:
             self.manifest.flush()
 
     def _handle_result(self, result: Result, finals: list[FinalRecord], retries: list[tuple[int, int]]) -> None:
+        is_robots = self.robots is not None and self.robots.is_robots_task(result.id)
         if result.outcome == Outcome.RETRY.value and result.attempt < self.policy.max_attempts:
             delay = retry_delay(result.attempt, result.retry_after, self.policy, self._rng)
             logger.debug("master: %s: %s; retry %d in %.1f s", result.url, result.error, result.attempt, delay)
-            self.frontier.retry_later(Task(result.id, result.url, result.attempt + 1), delay)
+            depth = self._origins.get(result.id, (0, None))[0]
+            self.frontier.retry_later(Task(result.id, result.url, result.attempt + 1, depth, is_robots), delay)
             retries.append((result.id, result.attempt))
             return
+        if is_robots:
+            self._apply_robots(result, finals)
+            return
+        depth, parent = self._origins.pop(result.id, (0, None))
+        if result.links and depth < self.policy.depth:
+            self._add_links(result, depth)
         status = "ok" if result.outcome == Outcome.OK.value else "failed"
         error = result.error
         if result.outcome == Outcome.RETRY.value:
@@ -229,6 +261,9 @@ class Master:
                 error,
                 result.attempt,
                 result.worker,
+                depth,
+                parent,
+                result.kept,
             )
         )
         self._count_final(status, result.bytes)
@@ -242,9 +277,44 @@ class Master:
             retries.append((task.id, task.attempt))
             return
         error = f"no result after {task.attempt} attempts: the worker died or stalled each time"
-        finals.append(FinalRecord.failure(task.url, error, task.attempt, row_id=task.id))
+        if self.robots is not None and self.robots.is_robots_task(task.id):
+            self._apply_robots(Result(task.id, task.url, Outcome.FAILED.value, error=error), finals)
+            return
+        depth, parent = self._origins.pop(task.id, (0, None))
+        finals.append(FinalRecord.failure(task.url, error, task.attempt, row_id=task.id, depth=depth, parent=parent))
         self._count_final("failed", 0)
         logger.warning("failed: %s: %s", task.url, error)
+
+    def _add_links(self, page: Result, depth: int) -> None:
+        """Queue a page's new in-scope links one level deeper, within --max-urls."""
+        links = [
+            link for link in resolve_links(page.page_url or page.url, page.base, page.links) if self.scope.allows(link)
+        ]
+        if self.config.max_urls:
+            links = links[: max(0, self.config.max_urls - self.counts.total)]
+        if links:
+            added = self.state.add_urls(links, depth + 1, page.url)
+            self.counts.total += added
+            self._state_exhausted = self._state_exhausted and not added
+
+    def _apply_robots(self, result: Result, finals: list[FinalRecord]) -> None:
+        """A host's robots.txt is known: release its waiting URLs or refuse them."""
+        assert self.robots is not None
+        verdict = self.robots.learn(result)
+        if verdict.crawl_delay:
+            logger.info("master: %s asks for %.1f s between requests (Crawl-delay)", verdict.host, verdict.crawl_delay)
+            self.frontier.set_host_delay(verdict.host, verdict.crawl_delay)
+        self._refuse(verdict.refused, finals)
+        self.frontier.add(verdict.allowed)
+
+    def _refuse(self, refused: list[tuple[Task, str]], finals: list[FinalRecord]) -> None:
+        for task, reason in refused:
+            depth, parent = self._origins.pop(task.id, (0, None))
+            finals.append(
+                FinalRecord.failure(task.url, reason, task.attempt - 1, row_id=task.id, depth=depth, parent=parent)
+            )
+            self._count_final("failed", 0)
+            logger.info("skipped: %s: %s", task.url, reason)
 
     def _count_final(self, status: str, size: int | None) -> None:
         if status == "ok":
@@ -255,17 +325,41 @@ class Master:
         self.counts.done_this_run += 1
 
     def _refill_window(self) -> None:
-        if self._state_exhausted or self.frontier.ready_count() >= WINDOW_LOW:
+        """Bring pending URLs from the state into play, a window at a time.
+
+        A window held back by politeness (one busy host) is widened up to
+        WINDOW_MAX, so other hosts further down the list still get served.
+        """
+        if self._state_exhausted:
+            return
+        in_play = self.frontier.in_play_count()
+        wanted = self.frontier.ready_count() < WINDOW_LOW or (self.frontier.starved and in_play < WINDOW_MAX)
+        if not wanted:
             return
         rows = self.state.pending_after(self._cursor, WINDOW_REFILL)
-        if rows:
-            self._cursor = rows[-1].id
-            self.frontier.add([Task(row.id, row.url, row.attempts + 1) for row in rows])
-        elif self._seeds_done:
-            self._state_exhausted = True
+        if not rows:
+            self._state_exhausted = self._seeds_done
+            return
+        self._cursor = rows[-1].id
+        tasks = []
+        for row in rows:
+            self._origins[row.id] = (row.depth, row.parent)
+            tasks.append(Task(row.id, row.url, row.attempts + 1, row.depth))
+        self._admit(tasks)
+
+    def _admit(self, tasks: list[Task]) -> None:
+        if self.robots is None:
+            self.frontier.add(tasks)
+            return
+        allowed, refused, fetch_first = self.robots.admit(tasks)
+        finals: list[FinalRecord] = []
+        self._refuse(refused, finals)
+        self._save(finals, [])
+        self.frontier.add(fetch_first + allowed)
 
     def _is_crawl_over(self) -> bool:
-        return self._seeds_done and self._state_exhausted and self.frontier.in_play_count() == 0
+        held = self.robots.held_count() if self.robots is not None else 0
+        return self._seeds_done and self._state_exhausted and self.frontier.in_play_count() == 0 and not held
 
     # --- the end -------------------------------------------------------------
 

@@ -47,6 +47,13 @@ class Policy:
     lease_seconds: float = 30.0
     """How long a worker may hold a URL without renewing its lease."""
     chunk_bytes: int = 256 * 1024
+    depth: int = 0
+    """Levels of links to follow from the seeds; 0 downloads the seeds only."""
+    accept: tuple[str, ...] = ()
+    """Keep only files matching these content-type globs or ``.ext`` extensions."""
+    reject: tuple[str, ...] = ()
+    """Never keep files matching these."""
+    robots_max_bytes: int = 512 * 1024
 
     def to_wire(self) -> dict[str, Any]:
         """Return the policy as a dict of builtins for a worker."""
@@ -64,11 +71,17 @@ class Policy:
 
 
 class Task(NamedTuple):
-    """One URL to fetch; ``attempt`` counts from 1."""
+    """One URL to fetch; ``attempt`` counts from 1.
+
+    ``depth`` is the number of links followed from a seed; a ``robots`` task
+    fetches a host's robots.txt for the master instead of a file.
+    """
 
     id: int
     url: str
     attempt: int
+    depth: int = 0
+    robots: bool = False
 
 
 class Result(NamedTuple):
@@ -87,3 +100,12 @@ class Result(NamedTuple):
     attempt: int = 1
     worker: str = ""
     elapsed: float = 0.0
+    kept: bool = True
+    """False when the body was fetched (to find links, or before a filter applied) but not saved."""
+    links: tuple[str, ...] = ()
+    """Raw link targets found in an HTML page, for the master to resolve."""
+    base: str | None = None
+    page_url: str | None = None
+    """The URL the page was finally served from, after redirects."""
+    robots: str | None = None
+    """For a robots task: the robots.txt text (empty when there is none)."""

@@ -32,7 +32,10 @@ CREATE TABLE IF NOT EXISTS urls (
     content_type TEXT,
     http_status INTEGER,
     error TEXT,
-    worker TEXT
+    worker TEXT,
+    depth INTEGER NOT NULL DEFAULT 0,
+    parent TEXT,
+    kept INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS urls_status ON urls(status, id);
 """
@@ -47,6 +50,18 @@ MANIFEST_KEYS = (
     "error",
     "attempts",
     "worker",
+    "depth",
+    "parent",
+    "kept",
+)
+# Columns added after the first release, with their definitions, for databases made before.
+LATER_COLUMNS = {
+    "depth": "INTEGER NOT NULL DEFAULT 0",
+    "parent": "TEXT",
+    "kept": "INTEGER NOT NULL DEFAULT 1",
+}
+FINAL_COLUMNS = (
+    "id, url, status, path, bytes, sha256, content_type, http_status, error, attempts, worker, depth, parent, kept"
 )
 
 
@@ -54,6 +69,8 @@ class PendingRow(NamedTuple):
     id: int
     url: str
     attempts: int
+    depth: int
+    parent: str | None
 
 
 class FinalRecord(NamedTuple):
@@ -70,14 +87,21 @@ class FinalRecord(NamedTuple):
     error: str | None
     attempts: int
     worker: str | None
+    depth: int = 0
+    parent: str | None = None
+    kept: bool = True
 
     @classmethod
-    def failure(cls, url: str, error: str, attempts: int, row_id: int = 0, worker: str | None = None) -> FinalRecord:
+    def failure(
+        cls, url: str, error: str, attempts: int, row_id: int = 0, depth: int = 0, parent: str | None = None
+    ) -> FinalRecord:
         """Return the record of a URL that failed without a response worth keeping."""
-        return cls(row_id, url, "failed", None, None, None, None, None, error, attempts, worker)
+        return cls(row_id, url, "failed", None, None, None, None, None, error, attempts, None, depth, parent, False)
 
     def to_manifest(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in MANIFEST_KEYS}
+        record = {key: getattr(self, key) for key in MANIFEST_KEYS}
+        record["kept"] = bool(self.kept)
+        return record
 
 
 class CrawlState:
@@ -92,15 +116,25 @@ class CrawlState:
         # NORMAL: a power cut may lose the last transactions, never corrupt the file.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        self._add_later_columns()
+
+    def _add_later_columns(self) -> None:
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(urls)")}
+        for name, definition in LATER_COLUMNS.items():
+            if name not in present:
+                self._db.execute(f"ALTER TABLE urls ADD COLUMN {name} {definition}")
 
     def close(self) -> None:
         self._db.close()
 
-    def add_urls(self, urls: Iterable[str]) -> int:
+    def add_urls(self, urls: Iterable[str], depth: int = 0, parent: str | None = None) -> int:
         """Insert URLs not seen before as pending; return how many were new."""
         with self._transaction():
             before = self._db.total_changes
-            self._db.executemany("INSERT OR IGNORE INTO urls(url) VALUES (?)", ((url,) for url in urls))
+            self._db.executemany(
+                "INSERT OR IGNORE INTO urls(url, depth, parent) VALUES (?, ?, ?)",
+                ((url, depth, parent) for url in urls),
+            )
             return self._db.total_changes - before
 
     def reopen_for_resume(self, root: Path) -> tuple[int, int]:
@@ -114,7 +148,7 @@ class CrawlState:
             ).rowcount
             missing = [
                 (row_id,)
-                for row_id, path in self._db.execute("SELECT id, path FROM urls WHERE status='ok'")
+                for row_id, path in self._db.execute("SELECT id, path FROM urls WHERE status='ok' AND kept")
                 if not path or not (root / path).is_file()
             ]
             self._db.executemany("UPDATE urls SET status='pending', attempts=0 WHERE id=?", missing)
@@ -123,7 +157,7 @@ class CrawlState:
     def pending_after(self, last_id: int, limit: int) -> list[PendingRow]:
         """Return up to ``limit`` pending URLs with ids above ``last_id``, in id order."""
         rows = self._db.execute(
-            "SELECT id, url, attempts FROM urls WHERE status='pending' AND id>? ORDER BY id LIMIT ?",
+            "SELECT id, url, attempts, depth, parent FROM urls WHERE status='pending' AND id>? ORDER BY id LIMIT ?",
             (last_id, limit),
         )
         return [PendingRow(*row) for row in rows]
@@ -133,7 +167,7 @@ class CrawlState:
         with self._transaction():
             self._db.executemany(
                 "UPDATE urls SET status=?, path=?, bytes=?, sha256=?, content_type=?, "
-                "http_status=?, error=?, attempts=?, worker=? WHERE id=?",
+                "http_status=?, error=?, attempts=?, worker=?, kept=? WHERE id=?",
                 (
                     (
                         r.status,
@@ -145,6 +179,7 @@ class CrawlState:
                         r.error,
                         r.attempts,
                         r.worker,
+                        r.kept,
                         r.id,
                     )
                     for r in finals
@@ -163,8 +198,7 @@ class CrawlState:
         yield from (
             FinalRecord(*row)
             for row in self._db.execute(
-                "SELECT id, url, status, path, bytes, sha256, content_type, http_status, error, "
-                "attempts, worker FROM urls WHERE status IN ('ok', 'failed') ORDER BY id"
+                f"SELECT {FINAL_COLUMNS} FROM urls WHERE status IN ('ok', 'failed') ORDER BY id"
             )
         )
 

@@ -38,18 +38,25 @@ class Route:
 class Site:
     """Routes by path, hit counts, and the server thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, address: str = "127.0.0.1") -> None:
+        self.address = address
         self.routes: dict[str, Route] = {}
         self.hits: collections.Counter[str] = collections.Counter()
+        self.started_at: list[float] = []
+        self.in_flight = 0
+        self.peak_in_flight = 0
         self._lock = threading.Lock()
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server = http.server.ThreadingHTTPServer((address, 0), _Handler)
         self._server.daemon_threads = True
         self._server.site = self  # type: ignore[attr-defined]
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"http://{self.address}:{self.port}{path}"
+
+    def page(self, path: str, html: str) -> str:
+        return self.add(path, body=html.encode(), content_type="text/html; charset=utf-8")
 
     def add(self, path: str, **route: object) -> str:
         self.routes[path] = Route(**route)  # type: ignore[arg-type]
@@ -58,7 +65,14 @@ class Site:
     def hit(self, path: str) -> int:
         with self._lock:
             self.hits[path] += 1
+            self.started_at.append(time.monotonic())
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
             return self.hits[path]
+
+    def done(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
 
     def start(self) -> Site:
         self._thread.start()
@@ -79,6 +93,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         site: Site = self.server.site  # type: ignore[attr-defined]
         path = self.path.split("?", 1)[0]
         count = site.hit(path)
+        try:
+            self._serve(site, path, count)
+        finally:
+            site.done()
+
+    def _serve(self, site: Site, path: str, count: int) -> None:
         route = site.routes.get(path)
         if route is None:
             self._answer(404, b"not found", "text/plain")

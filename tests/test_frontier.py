@@ -152,3 +152,40 @@ def test_retry_delay_grows_exponentially_with_jitter_and_honours_retry_after() -
     assert retry_delay(20, None, policy, rng) <= 60.0
     assert retry_delay(1, 90.0, policy, rng) == 90.0
     assert retry_delay(1, 10_000.0, policy, rng) == 120.0
+
+
+def host_tasks(host: str, first: int, count: int) -> list[Task]:
+    return [Task(number, f"http://{host}/{number}", 1) for number in range(first, first + count)]
+
+
+def test_hosts_are_served_round_robin() -> None:
+    frontier = Frontier(lease_seconds=30)
+    frontier.add(host_tasks("slow.example", 1, 5) + host_tasks("a.example", 10, 2) + host_tasks("b.example", 20, 2))
+    taken = frontier.take("w", 6, 0)
+    assert [task.url.split("/")[2] for task in taken] == [
+        "slow.example", "a.example", "b.example", "slow.example", "a.example", "b.example",
+    ]  # fmt: skip
+
+
+def test_per_host_cap_counts_leases_of_all_workers() -> None:
+    frontier = Frontier(lease_seconds=30, per_host=2)
+    frontier.add(host_tasks("h.example", 1, 5) + host_tasks("other.example", 10, 1))
+    first = frontier.take("w1", 10, 0)
+    assert sorted(task.id for task in first) == [1, 2, 10]
+    assert frontier.take("w2", 10, 0) == [] and frontier.starved
+    ResultQueueView(frontier, "w1").put([ok(first[0])])
+    assert [task.id for task in frontier.take("w2", 10, 0)] == [3]
+    frontier.release("w1")  # gives back task 2 and the other host's task
+    assert sorted(task.id for task in frontier.take("w3", 10, 0)) == [2, 10]
+
+
+def test_a_host_delay_spaces_hand_outs() -> None:
+    clock = Clock()
+    frontier = Frontier(lease_seconds=30, clock=clock)
+    frontier.set_host_delay("h.example", 2.0)
+    frontier.add(host_tasks("h.example", 1, 3))
+    assert [task.id for task in frontier.take("w", 10, 0)] == [1]
+    clock.now += 1.0
+    assert frontier.take("w", 10, 0) == []
+    clock.now += 1.0
+    assert [task.id for task in frontier.take("w", 10, 0)] == [2]

@@ -55,3 +55,17 @@ def test_manifest_rebuilds_from_the_state(tmp_path: Path) -> None:
         "attempts",
         "worker",
     }
+
+
+def test_crawler_manifest_rewrites_it_from_the_state(tmp_path: Path) -> None:
+    from crawler.cli import main
+
+    state = CrawlState(tmp_path)
+    state.add_urls(["http://a/1", "http://a/2"])
+    state.save([ok_record(1, "http://a/1", "x.png")])
+    state.close()
+    (tmp_path / "manifest.jsonl").write_text("garbage\n")
+    assert main(["manifest", "-o", str(tmp_path), "-q"]) == 0
+    lines = (tmp_path / "manifest.jsonl").read_text().splitlines()
+    assert [json.loads(line)["url"] for line in lines] == ["http://a/1"]
+    assert main(["manifest", "-o", str(tmp_path / "nothing-here"), "-q"]) == 2

@@ -1,0 +1,75 @@
+"""What a crawl follows and what it keeps: host scope and accept/reject filters.
+
+Both are plain values built by the CLI: :class:`Scope` lives on the master
+(which links enter the frontier), :class:`Keep` travels to workers inside the
+policy (which downloaded files are kept).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import posixpath
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
+
+__all__ = ["Keep", "Scope", "parse_patterns"]
+
+
+def parse_patterns(text: str) -> tuple[str, ...]:
+    """Split ``image/*,.jpg, png`` into normalised patterns: content types or ``.ext``."""
+    patterns = []
+    for item in text.split(","):
+        item = item.strip().lower()
+        if not item:
+            continue
+        patterns.append(item if "/" in item or item.startswith(".") else "." + item)
+    return tuple(patterns)
+
+
+@dataclass(frozen=True)
+class Keep:
+    """``--accept`` / ``--reject``: content-type globs (``image/*``) and extensions (``.jpg``)."""
+
+    accept: tuple[str, ...] = ()
+    reject: tuple[str, ...] = ()
+
+    def keeps(self, url: str, content_type: str | None) -> bool:
+        """Tell whether a downloaded body is kept as a file."""
+        mime = (content_type or "").split(";", 1)[0].strip().lower()
+        extension = posixpath.splitext(unquote(urlsplit(url).path))[1].lower()
+        if self.accept and not _matches(self.accept, mime, extension):
+            return False
+        return not (self.reject and _matches(self.reject, mime, extension))
+
+
+def _matches(patterns: Iterable[str], mime: str, extension: str) -> bool:
+    for pattern in patterns:
+        if pattern.startswith("."):
+            if extension == pattern:
+                return True
+        elif mime and fnmatch.fnmatchcase(mime, pattern):
+            return True
+    return False
+
+
+@dataclass
+class Scope:
+    """Which hosts a crawl follows links to: the seeds' hosts unless told otherwise."""
+
+    span_hosts: bool = False
+    domains: tuple[str, ...] = ()
+    seed_hosts: set[str] = field(default_factory=set)
+
+    def add_seed(self, url: str) -> None:
+        self.seed_hosts.add(_hostname(url))
+
+    def allows(self, url: str) -> bool:
+        host = _hostname(url)
+        if self.domains:
+            return any(host == domain or host.endswith("." + domain) for domain in self.domains)
+        return self.span_hosts or host in self.seed_hosts
+
+
+def _hostname(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()
