@@ -89,6 +89,10 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _domains(text: str) -> tuple[str, ...]:
+    return tuple(domain.strip().lower().strip(".") for domain in text.split(",") if domain.strip())
+
+
 def _size(text: str) -> int:
     try:
         return parse_size(text)
@@ -203,7 +207,7 @@ def add_crawl_options(sub: argparse.ArgumentParser) -> None:
     group.add_argument("--span-hosts", action="store_true", help="follow links to any host (default: the seeds' hosts)")
     group.add_argument(
         "--domains",
-        type=lambda text: tuple(d.strip().lower() for d in text.split(",") if d.strip()),
+        type=_domains,
         default=(),
         help="follow links only to these domains and their subdomains",
     )

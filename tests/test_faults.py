@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +52,11 @@ def seeds_file(tmp_path: Path, urls: list[str]) -> Path:
     return path
 
 
+def start_master(tmp_path: Path, urls: list[str], address: str, *options: str) -> subprocess.Popen[str]:
+    seeds = seeds_file(tmp_path, urls)
+    return start_crawler("master", str(seeds), "-o", str(tmp_path / "out"), "--bind", address, *options, authkey="k")
+
+
 def assert_each_url_once_and_ok(out: Path, urls: list[str]) -> None:
     lines = manifest_lines(out)
     per_url = collections.Counter(str(line["url"]) for line in lines)
@@ -65,17 +71,7 @@ def assert_each_url_once_and_ok(out: Path, urls: list[str]) -> None:
 def test_a_worker_killed_mid_download_loses_nothing(tmp_path: Path, site: Site, free_port: int) -> None:
     urls = slow_site(site, 30, delay=0.3)
     out, address = tmp_path / "out", f"127.0.0.1:{free_port}"
-    master = start_crawler(
-        "master",
-        str(seeds_file(tmp_path, urls)),
-        "-o",
-        str(out),
-        "--bind",
-        address,
-        "--lease-seconds",
-        "2",
-        authkey="k",
-    )
+    master = start_master(tmp_path, urls, address, "--lease-seconds", "2")
     doomed = start_crawler("worker", "--connect", address, "-o", str(out), "-t", "4", authkey="k")
     wait_until(lambda: sum(site.hits.values()) >= 4, "the first worker to start downloading")
     doomed.send_signal(signal.SIGKILL)
@@ -91,17 +87,7 @@ def test_a_worker_killed_mid_download_loses_nothing(tmp_path: Path, site: Site, 
 def test_a_frozen_worker_comes_back_late_and_changes_nothing(tmp_path: Path, site: Site, free_port: int) -> None:
     urls = slow_site(site, 40, delay=0.3)
     out, address = tmp_path / "out", f"127.0.0.1:{free_port}"
-    master = start_crawler(
-        "master",
-        str(seeds_file(tmp_path, urls)),
-        "-o",
-        str(out),
-        "--bind",
-        address,
-        "--lease-seconds",
-        "1.5",
-        authkey="k",
-    )
+    master = start_master(tmp_path, urls, address, "--lease-seconds", "1.5")
     frozen = start_crawler("worker", "--connect", address, "-o", str(out), "-t", "3", authkey="k")
     wait_until(lambda: sum(site.hits.values()) >= 3, "the first worker to start downloading")
     frozen.send_signal(signal.SIGSTOP)
@@ -143,7 +129,7 @@ def test_a_killed_master_resumes_without_refetching_and_workers_reconnect(
 def test_idle_and_garbage_connections_do_not_stop_the_crawl(tmp_path: Path, site: Site, free_port: int) -> None:
     urls = slow_site(site, 10, delay=0.0)
     out, address = tmp_path / "out", f"127.0.0.1:{free_port}"
-    master = start_crawler("master", str(seeds_file(tmp_path, urls)), "-o", str(out), "--bind", address, authkey="k")
+    master = start_master(tmp_path, urls, address)
     hostile: list[socket.socket] = []
     try:
         wait_until(lambda: _can_connect(free_port), "the master to listen")
@@ -194,17 +180,7 @@ def test_ctrl_c_on_a_worker_gives_its_urls_back_at_once(tmp_path: Path, site: Si
     urls = slow_site(site, 20, delay=0.3)
     out, address = tmp_path / "out", f"127.0.0.1:{free_port}"
     # A lease far longer than the test: only an explicit release can bring the URLs back in time.
-    master = start_crawler(
-        "master",
-        str(seeds_file(tmp_path, urls)),
-        "-o",
-        str(out),
-        "--bind",
-        address,
-        "--lease-seconds",
-        "600",
-        authkey="k",
-    )
+    master = start_master(tmp_path, urls, address, "--lease-seconds", "600")
     quitter = start_crawler("worker", "--connect", address, "-o", str(out), "-t", "4", authkey="k")
     wait_until(lambda: sum(site.hits.values()) >= 4, "the worker to start downloading")
     quitter.send_signal(signal.SIGINT)
@@ -231,7 +207,7 @@ def test_urls_that_failed_are_tried_again_on_the_next_run(tmp_path: Path, site: 
 def test_a_worker_losing_its_master_for_good_exits_2(tmp_path: Path, site: Site, free_port: int) -> None:
     urls = slow_site(site, 50, delay=0.2)
     out, address = tmp_path / "out", f"127.0.0.1:{free_port}"
-    master = start_crawler("master", str(seeds_file(tmp_path, urls)), "-o", str(out), "--bind", address, authkey="k")
+    master = start_master(tmp_path, urls, address)
     worker = start_crawler(
         "worker", "--connect", address, "-o", str(out), "-t", "2", "--connect-timeout", "1", authkey="k"
     )
