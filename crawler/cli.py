@@ -100,6 +100,13 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _address(text: str) -> tuple[str, int]:
+    try:
+        return parse_address(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 for _converter, _name in (
     (_positive_int, "a positive whole number"),
     (_non_negative_int, "a whole number"),
@@ -169,13 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     master.add_argument(
         "--bind",
-        type=parse_address,
+        type=_address,
         default=("127.0.0.1", 5000),
         help="HOST:PORT to listen on (default: 127.0.0.1:5000)",
     )
     worker.add_argument(
         "--connect",
-        type=parse_address,
+        type=_address,
         default=("127.0.0.1", 5000),
         help="the master's HOST:PORT (default: 127.0.0.1:5000)",
     )

@@ -41,7 +41,8 @@ def test_parse_size_rejects_garbage(text: str) -> None:
         (["run", "--max-bytes", "12Q"], "not a size"),
         (["run", "--threads", "0"], "invalid a positive whole number value"),
         (["run", "--timeout", "-1"], "invalid a positive number value"),
-        (["worker", "--connect", "nowhere"], "invalid parse_address value"),
+        (["worker", "--connect", "nowhere"], "expected HOST:PORT, got 'nowhere'"),
+        (["master", "--bind", "127.0.0.1:70000"], "expected HOST:PORT, got '127.0.0.1:70000'"),
         (["explode"], "invalid choice"),
     ],
 )
