@@ -62,15 +62,16 @@ class _Slots:
         self._used = 0
         self._changed = threading.Condition()
 
-    def wait_for_free(self) -> int:
-        """Block until half the slots are free; return how many are.
+    def wait_for_free(self, timeout: float) -> int:
+        """Wait up to ``timeout`` for half the slots to be free; return how many are, or 0.
 
         Asking for work in halves keeps one round trip to the master per
         batch of URLs instead of one per URL, while the other half keeps
         the download threads busy.
         """
         with self._changed:
-            self._changed.wait_for(lambda: self._used <= self._capacity // 2)
+            if not self._changed.wait_for(lambda: self._used <= self._capacity // 2, timeout):
+                return 0
             return self._capacity - self._used
 
     def take(self, count: int) -> None:
@@ -157,13 +158,17 @@ class Worker:
                 self._drain(link.task)
                 return
             except CONNECTION_ERRORS as error:
-                logger.warning("worker %s: lost the master (%s); reconnecting", self.config.name, error)
+                reason = str(error) or type(error).__name__
+                logger.warning("worker %s: lost the master (%s); reconnecting", self.config.name, reason)
                 self._link = None
 
     def _drain(self, task: object) -> None:
         """The seed design's loop: get a batch, hand it to the download threads."""
         while not task.empty():  # type: ignore[attr-defined]
-            free = self._slots.wait_for_free()
+            # Bounded: a worker busy with long downloads must still hear that the crawl is over.
+            free = self._slots.wait_for_free(GET_TIMEOUT)
+            if not free:
+                continue
             try:
                 batch = task.get(True, GET_TIMEOUT, free)  # type: ignore[attr-defined]
             except queue.Empty:

@@ -26,6 +26,8 @@ class Route:
     """Answer 503 to this many requests before serving the body."""
     delay: float = 0.0
     """Seconds to wait before answering."""
+    delay_hits: int = 0
+    """Wait only on this many first requests (0: on every request)."""
     truncate: bool = False
     """Announce the full length, send half, close."""
     headers: dict[str, str] = field(default_factory=dict)
@@ -103,7 +105,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if route is None:
             self._answer(404, b"not found", "text/plain")
             return
-        if route.delay:
+        if route.delay and (not route.delay_hits or count <= route.delay_hits):
             time.sleep(route.delay)
         if count <= route.fail_first:
             self._answer(503, b"try later", "text/plain")

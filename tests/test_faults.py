@@ -217,3 +217,47 @@ def test_a_worker_losing_its_master_for_good_exits_2(tmp_path: Path, site: Site,
     status, error = finish(worker)
     assert status == 2
     assert "lost the master" in error and f"no master at {address}" in error
+
+
+def test_a_download_longer_than_its_lease_is_kept_alive_by_the_heartbeat(
+    tmp_path: Path, site: Site, free_port: int
+) -> None:
+    # Each response takes four lease periods; only the worker's renewals keep the URLs its own.
+    urls = slow_site(site, 4, delay=4.0)
+    out, address = tmp_path / "out", f"127.0.0.1:{free_port}"
+    master = start_master(tmp_path, urls, address, "--lease-seconds", "1", "--timeout", "10")
+    workers = [start_crawler("worker", "--connect", address, "-o", str(out), "-t", "4", authkey="k") for _ in range(2)]
+    for worker in workers:
+        assert finish(worker)[0] == 0
+    status, error = finish(master)
+    assert status == 0, error
+    assert "expired" not in error
+    assert all(count == 1 for count in site.hits.values()), site.hits
+    assert all(line["attempts"] == 1 for line in manifest_lines(out))
+    assert_each_url_once_and_ok(out, urls)
+
+
+def test_a_busy_worker_whose_leases_expired_still_hears_the_end(tmp_path: Path, site: Site, free_port: int) -> None:
+    # The first request for /stuck stalls 10 s; the re-issued one is quick.
+    stuck = site.add("/stuck.png", body=os.urandom(3000), delay=10.0, delay_hits=1)
+    quick = site.add("/quick.png", body=os.urandom(3000))
+    out, address = tmp_path / "out", f"127.0.0.1:{free_port}"
+    master = start_master(tmp_path, [stuck, quick], address, "--lease-seconds", "1")
+    # One thread, two URLs in hand: the second waits behind the stalled first.
+    busy = start_crawler(
+        "worker", "--connect", address, "-o", str(out), "-t", "1", "--connect-timeout", "2", authkey="k"
+    )
+    wait_until(lambda: site.hits["/stuck.png"] == 1, "the stalled request")
+    busy.send_signal(signal.SIGSTOP)
+    time.sleep(2.0)  # its leases expire; awake again, it heartbeats but holds nothing
+    busy.send_signal(signal.SIGCONT)
+    helper = start_crawler("worker", "--connect", address, "-o", str(out), "-t", "2", authkey="k")
+    assert finish(helper)[0] == 0
+    status, error = finish(master)
+    assert status == 0, error
+    # It is still inside the 10 s download when the crawl ends, and must hear so, not lose the master.
+    status, error = finish(busy)
+    assert status == 0, error
+    assert site.hits["/stuck.png"] == 2
+    assert_each_url_once_and_ok(out, [stuck, quick])
+
