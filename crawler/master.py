@@ -9,17 +9,19 @@ over: when no URL is pending, leased or waiting to retry.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import logging
 import random
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
 from . import __version__
-from .errors import OutputError, UsageError
+from .errors import CrawlerError, OutputError, UsageError
 from .frontier import Frontier, ResultQueueView, TaskQueueView
 from .links import resolve_links
 from .messages import Outcome, Policy, Result, Task
@@ -105,7 +107,8 @@ class Master:
         self.state, self.manifest = self._open_output(config.output)
         self.counts = CrawlCounts()
         self.progress = Progress(self.counts, enabled=config.show_progress)
-        self._load_seed_chunk()
+        with self._recording():
+            self._load_seed_chunk()
         if self._seeds_done and self._valid_seeds == 0:
             self.close()
             raise UsageError("no valid URL in the seeds file")
@@ -194,10 +197,15 @@ class Master:
         self.server.start()
         logger.debug("master: serving on %s", format_address(self.server.address))
         try:
-            while not self._is_crawl_over():
-                self._step()
+            with self._recording():
+                while not self._is_crawl_over():
+                    self._step()
         except KeyboardInterrupt:
-            return self._stop_early()
+            with self._recording():
+                return self._stop_early()
+        except CrawlerError:
+            self.frontier.close()  # workers that ask now are told to stop
+            raise
         self.frontier.finish()
         self._linger()
         return 1 if self.counts.failed else 0
@@ -222,11 +230,17 @@ class Master:
         self._save(finals, retries)
 
     def _save(self, finals: list[FinalRecord], retries: list[tuple[int, int]]) -> None:
+        """Record final states: manifest lines first, then the state.
+
+        In this order a crash between the two leaves the URLs pending, to be
+        fetched again and given a newer line; the other order would leave
+        final URLs that the manifest never mentions.
+        """
         if finals or retries:
-            self.state.save(finals, retries)
             for record in finals:
                 self.manifest.write(record.to_manifest())
             self.manifest.flush()
+            self.state.save(finals, retries)
 
     def _handle_result(self, result: Result, finals: list[FinalRecord], retries: list[tuple[int, int]]) -> None:
         is_robots = self.robots is not None and self.robots.is_robots_task(result.id)
@@ -401,5 +415,22 @@ class Master:
         self.progress.clear()
         if hasattr(self, "server"):
             self.server.close()
-        self.manifest.close()
-        self.state.close()
+        try:
+            with self._recording():
+                self.manifest.close()
+        finally:
+            self.state.close()
+
+    @contextlib.contextmanager
+    def _recording(self) -> Iterator[None]:
+        """Turn a failed write of the state or the manifest (a full disk) into a one-line error.
+
+        What was not recorded is still pending in the state: the next run fetches it again.
+        """
+        root = self.config.output
+        try:
+            yield
+        except sqlite3.Error as error:
+            raise OutputError(f"cannot write the crawl state in {root}: {error}") from None
+        except OSError as error:
+            raise OutputError(f"cannot write the manifest in {root}: {error.strerror or error}") from None

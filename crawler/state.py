@@ -225,6 +225,7 @@ class Manifest:
 
     def __init__(self, root: Path) -> None:
         self.path = root / "manifest.jsonl"
+        _drop_torn_last_line(self.path)
         self._file = open(self.path, "a", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
@@ -246,3 +247,32 @@ class Manifest:
                 file.write(json.dumps(record.to_manifest(), ensure_ascii=False) + "\n")
         temporary.replace(path)
         return path
+
+
+def _drop_torn_last_line(path: Path) -> None:
+    """Cut a last line that a crash left half-written, so every line stays valid JSON.
+
+    Lines are written before the state records them, so the cut line's URL
+    is still pending and will get a whole line when it is fetched again.
+    """
+    try:
+        file = open(path, "rb+")
+    except FileNotFoundError:
+        return
+    with file:
+        end = file.seek(0, 2)
+        if end == 0:
+            return
+        file.seek(end - 1)
+        if file.read(1) == b"\n":
+            return
+        position = end
+        while position > 0:
+            step = min(64 * 1024, position)
+            position -= step
+            file.seek(position)
+            newline = file.read(step).rfind(b"\n")
+            if newline >= 0:
+                file.truncate(position + newline + 1)
+                return
+        file.truncate(0)

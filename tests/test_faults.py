@@ -261,3 +261,21 @@ def test_a_busy_worker_whose_leases_expired_still_hears_the_end(tmp_path: Path, 
     assert site.hits["/stuck.png"] == 2
     assert_each_url_once_and_ok(out, [stuck, quick])
 
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full to fill the disk")
+def test_a_full_disk_on_the_master_exits_2_and_the_next_run_loses_nothing(tmp_path: Path, site: Site) -> None:
+    urls = slow_site(site, 10, delay=0.0)
+    seeds, out = seeds_file(tmp_path, urls), tmp_path / "out"
+    out.mkdir()
+    # Every write to the manifest fails as on a full disk (ENOSPC, from the kernel).
+    (out / "manifest.jsonl").symlink_to("/dev/full")
+    full = run_crawler("run", str(seeds), "-o", str(out), "-w", "1", timeout=30)
+    assert full.returncode == 2
+    assert full.stderr.strip().splitlines()[-1] == (
+        f"crawler: error: cannot write the manifest in {out}: No space left on device"
+    )
+    assert "Traceback" not in full.stderr
+    (out / "manifest.jsonl").unlink()
+    again = run_crawler("run", str(seeds), "-o", str(out), "-w", "1")
+    assert again.returncode == 0, again.stderr
+    assert_each_url_once_and_ok(out, urls)

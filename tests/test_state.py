@@ -69,3 +69,20 @@ def test_crawler_manifest_rewrites_it_from_the_state(tmp_path: Path) -> None:
     lines = (tmp_path / "manifest.jsonl").read_text().splitlines()
     assert [json.loads(line)["url"] for line in lines] == ["http://a/1"]
     assert main(["manifest", "-o", str(tmp_path / "nothing-here"), "-q"]) == 2
+
+
+def test_a_torn_last_line_is_cut_when_the_manifest_is_opened(tmp_path: Path) -> None:
+    whole = json.dumps({"url": "http://a/1", "status": "ok"}) + "\n"
+    (tmp_path / "manifest.jsonl").write_text(whole + whole + '{"url": "http://a/2", "sta')
+    manifest = Manifest(tmp_path)
+    manifest.write({"url": "http://a/3", "status": "ok"})
+    manifest.close()
+    lines = (tmp_path / "manifest.jsonl").read_text().splitlines()
+    assert [json.loads(line)["url"] for line in lines] == ["http://a/1", "http://a/1", "http://a/3"]
+
+
+def test_a_manifest_of_whole_lines_is_left_alone(tmp_path: Path) -> None:
+    text = "".join(json.dumps({"url": f"http://a/{n}"}) + "\n" for n in range(5000))
+    (tmp_path / "manifest.jsonl").write_text(text)
+    Manifest(tmp_path).close()
+    assert (tmp_path / "manifest.jsonl").read_text() == text
