@@ -235,14 +235,14 @@ class Frontier:
             results, self._inbox = self._inbox, []
             return results
 
-    def expire_leases(self) -> list[Task]:
-        """End overdue leases; return their tasks, which are no longer in play."""
+    def expire_leases(self) -> list[Lease]:
+        """End overdue leases and return them; their tasks are no longer in play."""
         with self._changed:
             now = self._clock()
-            expired = [lease.task for lease in self._leases.values() if lease.deadline <= now]
-            for task in expired:
-                self._end_lease(task.id)
-                del self._in_play[task.id]
+            expired = [lease for lease in self._leases.values() if lease.deadline <= now]
+            for lease in expired:
+                self._end_lease(lease.task.id)
+                del self._in_play[lease.task.id]
             return expired
 
     def ready_count(self) -> int:

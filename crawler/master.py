@@ -9,6 +9,7 @@ over: when no URL is pending, leased or waiting to retry.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import itertools
@@ -224,8 +225,11 @@ class Master:
         retries: list[tuple[int, int]] = []
         for result in self.frontier.take_results():
             self._handle_result(result, finals, retries)
-        for task in self.frontier.expire_leases():
-            self._handle_expired(task, finals, retries)
+        expired = self.frontier.expire_leases()
+        for lease in expired:
+            self._handle_expired(lease.task, finals, retries)
+        for worker, count in collections.Counter(lease.worker for lease in expired).items():
+            logger.info("master: %d leases of %s expired (dead or stalled); handing them out again", count, worker)
         self.frontier.promote_due()
         self._save(finals, retries)
 
@@ -286,7 +290,7 @@ class Master:
 
     def _handle_expired(self, task: Task, finals: list[FinalRecord], retries: list[tuple[int, int]]) -> None:
         if task.attempt < self.policy.max_attempts:
-            logger.info("master: lease on %s expired (attempt %d); handing it out again", task.url, task.attempt)
+            logger.debug("master: lease on %s expired (attempt %d); handing it out again", task.url, task.attempt)
             self.frontier.add([task._replace(attempt=task.attempt + 1)])
             retries.append((task.id, task.attempt))
             return

@@ -84,7 +84,7 @@ def test_an_expired_lease_comes_back_and_renewal_prevents_it() -> None:
     assert slow.renew() == 1
     clock.now += 20
     expired = frontier.expire_leases()
-    assert [task.id for task in expired] == [2]
+    assert [(lease.task.id, lease.worker) for lease in expired] == [(2, "dead")]
     assert frontier.leased_count() == 1
 
 
@@ -96,7 +96,7 @@ def test_a_late_result_after_expiry_is_still_taken_once() -> None:
     TaskQueueView(frontier, {}, "stopped", capacity=1).get(True, 0)
     clock.now += 31
     [expired] = frontier.expire_leases()
-    frontier.add([expired._replace(attempt=2)])
+    frontier.add([expired.task._replace(attempt=2)])
     second = TaskQueueView(frontier, {}, "second", capacity=1).get(True, 0)
     ResultQueueView(frontier, "stopped").put([ok(task)])  # the stopped worker wakes up
     ResultQueueView(frontier, "second").put([ok(second[0])])  # a duplicate now
