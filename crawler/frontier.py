@@ -68,6 +68,7 @@ class Frontier:
         self._clock = clock
         self._per_host = per_host
         self._host_delay = host_delay
+        self._paced = host_delay > 0  # some host has a delay between hand-outs
         self._changed = threading.Condition()
         self._in_play: dict[int, Task] = {}
         self._hosts: dict[str, _Host] = {}
@@ -78,25 +79,46 @@ class Frontier:
         self._leases: dict[int, Lease] = {}
         self._inbox: list[Result] = []
         self._workers_seen: dict[str, float] = {}
+        self._threads: dict[str, int] = {}  # download threads of each worker that connected
         self._workers_told_over: set[str] = set()
         self._closed = False
         self.over = False
 
     # --- called by the server threads, for one worker -------------------
 
-    def take(self, worker: str, limit: int, timeout: float) -> list[Task]:
-        """Lease up to ``limit`` ready tasks to ``worker``, waiting up to ``timeout``."""
+    def connect(self, worker: str, threads: int) -> None:
+        """Note a worker and its number of download threads."""
+        with self._changed:
+            self._threads[worker] = threads
+            self._workers_seen[worker] = self._clock()
+
+    def take(self, worker: str, limit: int, timeout: float, extra: int = 0) -> list[Task]:
+        """Lease up to ``limit`` ready tasks to ``worker``, waiting up to ``timeout``.
+
+        Up to ``extra`` more (a worker's prefetch, queued behind its busy
+        threads) are leased only while plenty remain for every live worker
+        and no host is capped or paced: at the end of a crawl, or on a
+        polite crawl, a task must not wait in one worker while another has
+        idle threads or while it holds a host's slot.
+        """
         deadline = self._clock() + min(max(timeout, 0.0), MAX_BLOCK_SECONDS)
         with self._changed:
             self._workers_seen[worker] = self._clock()
             while not self._closed and not self.over:
-                taken = self._lease_ready(worker, limit)
+                taken = self._lease_ready(worker, limit + self._prefetch_allowed(limit, extra))
                 remaining = deadline - self._clock()
                 if taken or remaining <= 0:
                     return taken
                 # Held back by a host's pace: look again soon even if nothing changes.
                 self._changed.wait(min(remaining, POLITENESS_POLL_SECONDS) if self._ready_total else remaining)
             return []
+
+    def _prefetch_allowed(self, limit: int, extra: int) -> int:
+        if not extra or self._per_host or self._paced:
+            return 0
+        since = self._clock() - self.lease_seconds
+        live_threads = sum(self._threads.get(name, 1) for name, seen in self._workers_seen.items() if seen >= since)
+        return extra if self._ready_total - limit - extra >= live_threads else 0
 
     def _lease_ready(self, worker: str, limit: int) -> list[Task]:
         taken: list[Task] = []
@@ -157,6 +179,7 @@ class Frontier:
         with self._changed:
             host = self._host(name)
             host.delay = max(host.delay, delay)
+            self._paced = self._paced or delay > 0
 
     def deliver(self, worker: str, results: list[Result]) -> None:
         """Accept results; a result for a URL no longer in play is a late duplicate."""
@@ -295,14 +318,22 @@ class TaskQueueView:
         self._policy = policy
         self._worker = worker
         self._capacity = max(1, capacity)
+        frontier.connect(worker, self._capacity)
 
     def empty(self) -> bool:
         return self._frontier.is_over_for(self._worker)
 
-    def get(self, block: bool = True, timeout: float | None = None, limit: int | None = None) -> list[Task]:
-        """Return a batch of leased tasks, or raise queue.Empty like queue.Queue.get."""
+    def get(
+        self, block: bool = True, timeout: float | None = None, limit: int | None = None, extra: int = 0
+    ) -> list[Task]:
+        """Return a batch of leased tasks, or raise queue.Empty like queue.Queue.get.
+
+        ``limit`` is what the worker's idle threads can start now, ``extra``
+        what it would queue behind its busy ones (see :meth:`Frontier.take`).
+        """
         wait = (MAX_BLOCK_SECONDS if timeout is None else timeout) if block else 0.0
-        tasks = self._frontier.take(self._worker, min(limit or self._capacity, self._capacity), wait)
+        capacity = self._capacity
+        tasks = self._frontier.take(self._worker, min(limit or capacity, capacity), wait, min(extra, capacity))
         if not tasks:
             raise queue.Empty
         return tasks

@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from .errors import AuthenticationFailed, MasterUnreachable, OutputError
 from .fetch import fetch, make_session
@@ -54,25 +55,56 @@ class WorkerConfig:
     name: str = dataclasses.field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
 
-class _Slots:
-    """Counts the tasks a worker holds, so it asks only for what it can start soon."""
+class _TaskQueue:
+    """The master's task queue as this worker's loop uses it: the proxy, minus a round trip.
 
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
+    Right after a ``get`` that returned tasks the crawl cannot be over (those
+    tasks are in play until their results arrive), so ``empty()`` answers
+    False without asking. The shortcut ends when a ``get`` comes back empty,
+    and after ``GET_TIMEOUT`` anyway: a worker busy for longer asks again,
+    in case its leases expired meanwhile.
+    """
+
+    def __init__(self, proxy: Any) -> None:
+        self._proxy = proxy
+        self._last_batch_at = -GET_TIMEOUT
+
+    def empty(self) -> bool:
+        if time.monotonic() - self._last_batch_at < GET_TIMEOUT:
+            return False
+        return bool(self._proxy.empty())
+
+    def get(self, block: bool, timeout: float, limit: int, extra: int) -> list[Task]:
+        try:
+            batch: list[Task] = self._proxy.get(block, timeout, limit, extra)
+        except queue.Empty:
+            self._last_batch_at = -GET_TIMEOUT  # nothing came: the next empty() asks the master
+            raise
+        self._last_batch_at = time.monotonic()
+        return batch
+
+
+class _Slots:
+    """Counts the tasks a worker holds: one per download thread, and as many again queued."""
+
+    def __init__(self, threads: int) -> None:
+        self._threads = threads
         self._used = 0
         self._changed = threading.Condition()
 
-    def wait_for_free(self, timeout: float) -> int:
-        """Wait up to ``timeout`` for half the slots to be free; return how many are, or 0.
+    def wait_for_idle(self, timeout: float) -> tuple[int, int]:
+        """Wait up to ``timeout`` for an idle thread; return (idle threads, room to queue), or (0, 0).
 
-        Asking for work in halves keeps one round trip to the master per
-        batch of URLs instead of one per URL, while the other half keeps
-        the download threads busy.
+        Asking only when a thread is idle, and for a queue's worth more,
+        keeps one round trip to the master per batch of URLs rather than
+        per URL; the master grants the queued part only while work is
+        plentiful (see Frontier.take).
         """
         with self._changed:
-            if not self._changed.wait_for(lambda: self._used <= self._capacity // 2, timeout):
-                return 0
-            return self._capacity - self._used
+            if not self._changed.wait_for(lambda: self._used < self._threads, timeout):
+                return 0, 0
+            idle = self._threads - self._used
+            return idle, self._threads
 
     def take(self, count: int) -> None:
         with self._changed:
@@ -96,8 +128,7 @@ class Worker:
         self._check_output(config.output)
         self._downloads: queue.Queue[Task | None] = queue.Queue()
         self._results: queue.Queue[Result] = queue.Queue()
-        # Twice the threads: the next batch is already here when a download ends.
-        self._slots = _Slots(2 * config.threads)
+        self._slots = _Slots(config.threads)
         self._output = OutputFolder(config.output)
         self._stopping = threading.Event()
         self._link: MasterLink | None = None
@@ -162,15 +193,16 @@ class Worker:
                 logger.warning("worker %s: lost the master (%s); reconnecting", self.config.name, reason)
                 self._link = None
 
-    def _drain(self, task: object) -> None:
+    def _drain(self, proxy: Any) -> None:
         """The seed design's loop: get a batch, hand it to the download threads."""
-        while not task.empty():  # type: ignore[attr-defined]
+        task = _TaskQueue(proxy)
+        while not task.empty():
             # Bounded: a worker busy with long downloads must still hear that the crawl is over.
-            free = self._slots.wait_for_free(GET_TIMEOUT)
-            if not free:
+            idle, extra = self._slots.wait_for_idle(GET_TIMEOUT)
+            if not idle:
                 continue
             try:
-                batch = task.get(True, GET_TIMEOUT, free)  # type: ignore[attr-defined]
+                batch = task.get(True, GET_TIMEOUT, idle, extra)
             except queue.Empty:
                 continue
             self._slots.take(len(batch))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import gzip
 import hashlib
 import json
@@ -170,3 +171,19 @@ def test_a_worker_started_before_the_master_waits_for_it(tmp_path: Path, site: S
     assert status == 0 and "connected to" in error
     assert finish(master)[0] == 0
     assert all(record["status"] == "ok" for record in manifest(out).values())
+
+
+def test_the_last_urls_go_to_idle_threads_not_behind_busy_ones(tmp_path: Path, site: Site, free_port: int) -> None:
+    # Eight slow URLs, two workers of four threads: neither may queue URLs the other could start.
+    urls = [site.add(f"/slow/{number}.png", body=os.urandom(500), delay=2.0) for number in range(8)]
+    seeds = write_seeds(tmp_path / "seeds.txt", urls)
+    out = tmp_path / "out"
+    address = f"127.0.0.1:{free_port}"
+    workers = [start_crawler("worker", "--connect", address, "-o", str(out), "-t", "4", authkey="k") for _ in range(2)]
+    time.sleep(0.5)  # both are already trying to connect when the master comes up
+    master = start_crawler("master", str(seeds), "-o", str(out), "--bind", address, authkey="k")
+    for worker in workers:
+        assert finish(worker)[0] == 0
+    assert finish(master)[0] == 0
+    per_worker = collections.Counter(str(record["worker"]) for record in manifest(out).values())
+    assert sorted(per_worker.values()) == [4, 4], per_worker

@@ -189,3 +189,34 @@ def test_a_host_delay_spaces_hand_outs() -> None:
     assert frontier.take("w", 10, 0) == []
     clock.now += 1.0
     assert [task.id for task in frontier.take("w", 10, 0)] == [2]
+
+
+def test_prefetch_is_granted_only_while_every_live_worker_can_still_fill_its_threads() -> None:
+    frontier = Frontier(lease_seconds=30)
+    frontier.connect("w1", 4)
+    frontier.connect("w2", 4)
+    frontier.add(tasks(20))
+    # 20 ready: after 4 + 4, 12 remain for the 8 threads of the live workers.
+    assert len(TaskQueueView(frontier, {}, "w1", 4).get(True, 0, 4, 4)) == 8
+    # 12 ready: after 4 + 4, only 4 would remain: the queued part is refused.
+    assert len(TaskQueueView(frontier, {}, "w2", 4).get(True, 0, 4, 4)) == 4
+    # The end of the crawl: what is left goes to idle threads only, never queued behind busy ones.
+    assert len(frontier.take("w1", 2, 0, 4)) == 2
+
+
+@pytest.mark.parametrize("politeness", [{"per_host": 8}, {"host_delay": 0.5}])
+def test_no_prefetch_under_politeness(politeness: dict[str, float]) -> None:
+    frontier = Frontier(lease_seconds=30, **politeness)  # type: ignore[arg-type]
+    frontier.connect("w", 2)
+    for host in range(10):  # enough hosts that the cap or the pace alone would allow more
+        frontier.add(host_tasks(f"h{host}.example", 100 * host, 10))
+    assert len(frontier.take("w", 2, 0, 2)) == 2
+
+
+def test_a_crawl_delay_from_robots_turns_prefetch_off() -> None:
+    frontier = Frontier(lease_seconds=30)
+    frontier.connect("w", 2)
+    frontier.add(tasks(100))
+    assert len(frontier.take("w", 2, 0, 2)) == 4
+    frontier.set_host_delay("elsewhere.example", 1.0)
+    assert len(frontier.take("w", 2, 0, 2)) == 2
