@@ -62,9 +62,12 @@ PEERS: dict[str, Command] = {
     "curl-xargs": lambda urls, out, c: f"xargs -P {c} -n 1 curl -s --output-dir {out} -O < {urls}",
     "wget": lambda urls, out, c: f"wget -nv -i {urls} -P {out}",
     "requests-threads": lambda urls, out, c: f"{PY} {HERE}/requests_threads.py {urls} {out} {c}",
+    # The classic BaseManager tutorial crawler keeps, as written: 2 single-threaded workers.
+    "tutorial-k2": lambda urls, out, c: f"{PY} {HERE}/tutorial.py {urls} {out} -k 2",
 }
-CONCURRENCY = {"wget": lambda c: 1}
-CAPS = {("wget", "s2"): 200}  # sequential: 2000 x 50 ms would take 100 s per run
+CONCURRENCY = {"wget": lambda c: 1, "tutorial-k2": lambda c: 2}
+# Sequential tools in S2: 2000 x 50 ms would take 100 s (wget) or 50 s (2 workers) per run.
+CAPS = {("wget", "s2"): 200, ("tutorial-k2", "s2"): 400}
 
 
 # ------------------------------------------------------------------ measuring one command
@@ -156,6 +159,9 @@ http {{
 """)
     server = subprocess.Popen(["nginx", "-c", str(run_dir / "nginx.conf"), "-p", str(run_dir)])
     wait_for_port(NGINX_PORT)
+    time.sleep(0.2)
+    if server.poll() is not None:  # another server answered on the port: its files may not be the corpus
+        raise SystemExit(f"bench: nginx could not start; is port {NGINX_PORT} taken?")
     return server
 
 
@@ -340,7 +346,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--c", type=int, default=32)
     parser.add_argument("--scenarios", default="s1,s2,s3,s4,s5")
-    parser.add_argument("--peers", default="crawler,aria2c,curl-xargs,wget,requests-threads")
+    parser.add_argument("--peers", default="crawler,aria2c,curl-xargs,wget,requests-threads,tutorial-k2")
     parser.add_argument("--delay-ms", type=float, default=50.0)
     parser.add_argument("--report", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args()
