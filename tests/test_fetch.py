@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 import responses
+from responses import matchers
 
 from crawler import __version__
 from crawler.fetch import fetch, make_session, parse_retry_after
@@ -185,3 +186,34 @@ def test_a_full_disk_fails_the_url_and_leaves_no_partial_file(tmp_path: Path, mo
     assert result.outcome == "failed"
     assert result.error == "cannot write file: No space left on device"
     assert files_in(tmp_path) == []
+
+
+@responses.activate
+def test_cookies_travel_along_a_urls_redirects_and_not_to_the_next_url(tmp_path: Path) -> None:
+    login = "http://images.example/login"
+    responses.add(responses.GET, login, status=302, headers={"Location": "/cat.png", "Set-Cookie": "s=abc; Path=/"})
+    # Served only to a request carrying the cookie the redirect set.
+    responses.add(
+        responses.GET, URL, body=PNG, content_type="image/png", match=[matchers.header_matcher({"Cookie": "s=abc"})]
+    )
+    responses.add(responses.GET, "http://images.example/dog", status=302, headers={"Location": "/dog.png"})
+    responses.add(responses.GET, "http://images.example/dog.png", body=PNG, content_type="image/png")
+    policy = Policy()
+    with make_session(policy) as session:
+        first = fetch(session, Task(1, login, 1), policy, OutputFolder(tmp_path), "w1")
+        second = fetch(session, Task(2, "http://images.example/dog", 1), policy, OutputFolder(tmp_path), "w1")
+    assert first.outcome == "ok" and first.bytes == len(PNG), first.error
+    assert second.outcome == "ok" and len(responses.calls) == 4
+    assert all("Cookie" not in call.request.headers for call in responses.calls[2:])  # neither request nor hop
+
+
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+def test_a_ca_bundle_from_the_environment_is_used(variable: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, "/etc/company-ca.pem")
+    with make_session(Policy()) as session:
+        assert session.verify == "/etc/company-ca.pem"
+    monkeypatch.delenv(variable)
+    with make_session(Policy()) as session:
+        assert session.verify is True
