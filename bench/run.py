@@ -26,6 +26,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -157,15 +158,14 @@ http {{
     server {{ listen 127.0.0.1:{NGINX_PORT} backlog=4096; root {www}; }}
 }}
 """)
+    ensure_port_free(NGINX_PORT)
     server = subprocess.Popen(["nginx", "-c", str(run_dir / "nginx.conf"), "-p", str(run_dir)])
     wait_for_port(NGINX_PORT)
-    time.sleep(0.2)
-    if server.poll() is not None:  # another server answered on the port: its files may not be the corpus
-        raise SystemExit(f"bench: nginx could not start; is port {NGINX_PORT} taken?")
     return server
 
 
 def start_latency(www: Path, delay_ms: float) -> subprocess.Popen[bytes]:
+    ensure_port_free(LATENCY_PORT)
     server = subprocess.Popen(
         [
             PY,
@@ -180,6 +180,13 @@ def start_latency(www: Path, delay_ms: float) -> subprocess.Popen[bytes]:
     )
     wait_for_port(LATENCY_PORT, path="/__stats")
     return server
+
+
+def ensure_port_free(port: int) -> None:
+    """Stop if something already listens there: its answers would be measured instead of ours."""
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            raise SystemExit(f"bench: port {port} is already in use; stop what listens there and run again")
 
 
 def wait_for_port(port: int, path: str = "/", limit: float = 30) -> None:
