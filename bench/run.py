@@ -154,7 +154,7 @@ events {{ worker_connections 4096; }}
 http {{
     access_log off; sendfile on; tcp_nopush on; keepalive_requests 1000000; keepalive_timeout 60;
     {temp_paths}
-    types {{ image/jpeg jpg; }} default_type application/octet-stream;
+    types {{ image/jpeg jpg; text/html html; }} default_type application/octet-stream;
     server {{ listen 127.0.0.1:{NGINX_PORT} backlog=4096; root {www}; }}
 }}
 """)
