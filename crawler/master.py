@@ -24,7 +24,7 @@ from typing import TextIO
 from . import __version__
 from .errors import CrawlerError, OutputError, UsageError
 from .frontier import Frontier, ResultQueueView, TaskQueueView
-from .links import resolve_links
+from .links import is_html, resolve_links
 from .messages import Outcome, Policy, Result, Task
 from .progress import CrawlCounts, Progress
 from .queues import QueueServer, format_address
@@ -143,18 +143,18 @@ class Master:
         try:
             root.mkdir(parents=True, exist_ok=True)
             state = CrawlState(root)
-            reopened_failed, reopened_missing = state.reopen_for_resume(root)
+            reopened = state.reopen_for_resume(root, self.policy.depth)
             removed = remove_temp_files(root, older_than=2 * self.policy.lease_seconds)
             if not (root / "manifest.jsonl").exists():
                 Manifest.rebuild(root, state)
             manifest = Manifest(root)
         except OSError as error:
             raise OutputError(f"output folder {root} is not usable: {error.strerror or error}") from None
-        if reopened_failed or reopened_missing or removed:
+        if any(reopened) or removed:
             logger.info(
-                "master: resuming: %d failed URLs to retry, %d files missing, %d temporary files removed",
-                reopened_failed,
-                reopened_missing,
+                "master: resuming: %d failed URLs to retry, %d files missing, %d pages to read for deeper links, "
+                "%d temporary files removed",
+                *reopened,
                 removed,
             )
         return state, manifest
@@ -282,6 +282,7 @@ class Master:
                 depth,
                 parent,
                 result.kept,
+                links_followed=status == "ok" and depth < self.policy.depth and is_html(result.content_type),
             )
         )
         self._count_final(status, result.bytes)

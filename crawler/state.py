@@ -18,7 +18,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-__all__ = ["CrawlState", "FinalRecord", "Manifest", "PendingRow"]
+from .links import is_html
+
+__all__ = ["CrawlState", "FinalRecord", "Manifest", "PendingRow", "Reopened"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS urls (
@@ -35,7 +37,8 @@ CREATE TABLE IF NOT EXISTS urls (
     worker TEXT,
     depth INTEGER NOT NULL DEFAULT 0,
     parent TEXT,
-    kept INTEGER NOT NULL DEFAULT 1
+    kept INTEGER NOT NULL DEFAULT 1,
+    links_followed INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS urls_status ON urls(status, id);
 """
@@ -59,9 +62,11 @@ LATER_COLUMNS = {
     "depth": "INTEGER NOT NULL DEFAULT 0",
     "parent": "TEXT",
     "kept": "INTEGER NOT NULL DEFAULT 1",
+    "links_followed": "INTEGER NOT NULL DEFAULT 0",
 }
 FINAL_COLUMNS = (
-    "id, url, status, path, bytes, sha256, content_type, http_status, error, attempts, worker, depth, parent, kept"
+    "id, url, status, path, bytes, sha256, content_type, http_status, error, attempts, worker, depth, parent, kept, "
+    "links_followed"
 )
 
 
@@ -90,6 +95,8 @@ class FinalRecord(NamedTuple):
     depth: int = 0
     parent: str | None = None
     kept: bool = True
+    links_followed: bool = False
+    """True for a page whose links were queued; a deeper crawl later reads the others again."""
 
     @classmethod
     def failure(
@@ -102,6 +109,17 @@ class FinalRecord(NamedTuple):
         record = {key: getattr(self, key) for key in MANIFEST_KEYS}
         record["kept"] = bool(self.kept)
         return record
+
+
+class Reopened(NamedTuple):
+    """What a resumed crawl does again."""
+
+    failed: int
+    """URLs that had failed: tried again."""
+    missing: int
+    """URLs whose file was deleted: fetched again."""
+    pages: int
+    """Pages whose links were not followed and now should be (a larger --depth): read again."""
 
 
 class CrawlState:
@@ -137,11 +155,9 @@ class CrawlState:
             )
             return self._db.total_changes - before
 
-    def reopen_for_resume(self, root: Path) -> tuple[int, int]:
-        """Make failed URLs and ok URLs whose file is gone pending again.
-
-        Returns (failed reopened, missing files reopened).
-        """
+    def reopen_for_resume(self, root: Path, depth: int) -> Reopened:
+        """Make pending again: failed URLs, ok URLs whose file is gone, and the HTML
+        pages above ``depth`` whose links an earlier, shallower crawl did not follow."""
         with self._transaction():
             failed = self._db.execute(
                 "UPDATE urls SET status='pending', attempts=0, error=NULL WHERE status='failed'"
@@ -152,7 +168,15 @@ class CrawlState:
                 if not path or not (root / path).is_file()
             ]
             self._db.executemany("UPDATE urls SET status='pending', attempts=0 WHERE id=?", missing)
-        return failed, len(missing)
+            pages = [
+                (row_id,)
+                for row_id, content_type in self._db.execute(
+                    "SELECT id, content_type FROM urls WHERE status='ok' AND NOT links_followed AND depth<?", (depth,)
+                )
+                if is_html(content_type)
+            ]
+            self._db.executemany("UPDATE urls SET status='pending', attempts=0 WHERE id=?", pages)
+        return Reopened(failed, len(missing), len(pages))
 
     def pending_after(self, last_id: int, limit: int) -> list[PendingRow]:
         """Return up to ``limit`` pending URLs with ids above ``last_id``, in id order."""
@@ -167,7 +191,7 @@ class CrawlState:
         with self._transaction():
             self._db.executemany(
                 "UPDATE urls SET status=?, path=?, bytes=?, sha256=?, content_type=?, "
-                "http_status=?, error=?, attempts=?, worker=?, kept=? WHERE id=?",
+                "http_status=?, error=?, attempts=?, worker=?, kept=?, links_followed=? WHERE id=?",
                 (
                     (
                         r.status,
@@ -180,6 +204,7 @@ class CrawlState:
                         r.attempts,
                         r.worker,
                         r.kept,
+                        r.links_followed,
                         r.id,
                     )
                     for r in finals

@@ -95,6 +95,20 @@ def test_depth_fetches_exactly_the_expected_set(
         assert d_png["depth"] == 2 and d_png["parent"] == site.url("/page2.html") and d_png["status"] == "ok"
 
 
+def test_a_deeper_run_on_the_same_output_reads_the_edge_pages_again(
+    tmp_path: Path, site: Site, other_host: Site
+) -> None:
+    index = build_site(site, other_host)
+    crawl(tmp_path, index, "--depth", "1")
+    _status, records, stderr = crawl(tmp_path, index, "--depth", "2")
+    assert fetched(site) == {"/robots.txt", "/index.html", "/favicon.ico", "/img/a.png", "/img/b.png",
+                             "/img/c.png", "/page2.html", "/gallery/d.png", "/sub/page3.html"}, stderr  # fmt: skip
+    # page2.html was the first run's edge: read again for its links; nothing else twice.
+    assert site.hits["/page2.html"] == 2
+    assert all(count == 1 for path, count in site.hits.items() if path not in ("/page2.html", "/robots.txt"))
+    assert records[site.url("/gallery/d.png")]["depth"] == 2 and "1 pages to read for deeper links" in stderr
+
+
 def test_accept_keeps_images_and_only_parses_pages(tmp_path: Path, site: Site, other_host: Site) -> None:
     index = build_site(site, other_host)
     _status, records, _stderr = crawl(tmp_path, index, "--depth", "2", "--accept", "image/*")

@@ -30,10 +30,27 @@ def test_resume_reopens_failed_and_missing_files_but_not_present_ones(tmp_path: 
     )
     state.close()
     reopened = CrawlState(tmp_path)
-    assert reopened.reopen_for_resume(tmp_path) == (1, 1)
+    assert reopened.reopen_for_resume(tmp_path, depth=0) == (1, 1, 0)
     assert [row.url for row in reopened.pending_after(0, 10)] == ["http://a/2", "http://a/3"]
     assert all(row.attempts == 0 for row in reopened.pending_after(0, 10))
     assert reopened.counts() == {"ok": 1, "pending": 2}
+
+
+def test_a_deeper_crawl_reopens_the_pages_whose_links_were_not_followed(tmp_path: Path) -> None:
+    state = CrawlState(tmp_path)
+    state.add_urls(["http://a/"])
+    state.add_urls(["http://a/p1.html", "http://a/x.png"], depth=1, parent="http://a/")
+    state.add_urls(["http://a/p2.html"], depth=2, parent="http://a/p1.html")
+    html = "text/html; charset=utf-8"
+    page = FinalRecord(1, "http://a/", "ok", None, 9, "h", html, 200, None, 1, "w", 0, None, False, True)
+    edge = FinalRecord(2, "http://a/p1.html", "ok", None, 9, "h", html, 200, None, 1, "w", 1, "http://a/", False)
+    image = FinalRecord(3, "http://a/x.png", "ok", None, 9, "h", "image/png", 200, None, 1, "w", 1, "http://a/", False)
+    deep = FinalRecord(4, "http://a/p2.html", "ok", None, 9, "h", html, 200, None, 1, "w", 2, "http://a/p1.html", False)
+    state.save([page, edge, image, deep])
+    assert state.reopen_for_resume(tmp_path, depth=1) == (0, 0, 0)  # the same depth: nothing to read again
+    # Depth 2: p1.html (depth 1) must be read for its links; p2.html (depth 2) may stay a leaf.
+    assert state.reopen_for_resume(tmp_path, depth=2) == (0, 0, 1)
+    assert [row.url for row in state.pending_after(0, 10)] == ["http://a/p1.html"]
 
 
 def test_manifest_rebuilds_from_the_state(tmp_path: Path) -> None:
