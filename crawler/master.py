@@ -10,12 +10,10 @@ over: when no URL is pending, leased or waiting to retry.
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import itertools
 import logging
 import random
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -108,8 +106,7 @@ class Master:
         self.state, self.manifest = self._open_output(config.output)
         self.counts = CrawlCounts()
         self.progress = Progress(self.counts, enabled=config.show_progress)
-        with self._recording():
-            self._load_seed_chunk()
+        self._load_seed_chunk()
         if self._seeds_done and self._valid_seeds == 0:
             self.close()
             raise UsageError("no valid URL in the seeds file")
@@ -198,13 +195,11 @@ class Master:
         self.server.start()
         logger.debug("master: serving on %s", format_address(self.server.address))
         try:
-            with self._recording():
-                while not self._is_crawl_over():
-                    self._step()
+            while not self._is_crawl_over():
+                self._step()
         except KeyboardInterrupt:
-            with self._recording():
-                return self._stop_early()
-        except CrawlerError:
+            return self._stop_early()
+        except CrawlerError:  # a write failed (a full disk), or every local worker quit
             self.frontier.close()  # workers that ask now are told to stop
             raise
         self.frontier.finish()
@@ -421,21 +416,6 @@ class Master:
         if hasattr(self, "server"):
             self.server.close()
         try:
-            with self._recording():
-                self.manifest.close()
+            self.manifest.close()
         finally:
             self.state.close()
-
-    @contextlib.contextmanager
-    def _recording(self) -> Iterator[None]:
-        """Turn a failed write of the state or the manifest (a full disk) into a one-line error.
-
-        What was not recorded is still pending in the state: the next run fetches it again.
-        """
-        root = self.config.output
-        try:
-            yield
-        except sqlite3.Error as error:
-            raise OutputError(f"cannot write the crawl state in {root}: {error}") from None
-        except OSError as error:
-            raise OutputError(f"cannot write the manifest in {root}: {error.strerror or error}") from None

@@ -12,12 +12,14 @@ final state (the last line for a URL wins) and rebuildable from the database.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from .errors import OutputError
 from .links import is_html
 
 __all__ = ["CrawlState", "FinalRecord", "Manifest", "PendingRow", "Reopened"]
@@ -129,12 +131,15 @@ class CrawlState:
         folder = root / ".crawler"
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / "state.db"
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL: a power cut may lose the last transactions, never corrupt the file.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
-        self._add_later_columns()
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL: a power cut may lose the last transactions, never corrupt the file.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+            self._add_later_columns()
+        except sqlite3.Error as error:
+            raise OutputError(f"cannot use the crawl state {self.path}: {error}") from None
 
     def _add_later_columns(self) -> None:
         present = {row[1] for row in self._db.execute("PRAGMA table_info(urls)")}
@@ -228,21 +233,42 @@ class CrawlState:
         )
 
     def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
+        return _Transaction(self._db, self.path)
 
 
 class _Transaction:
-    """BEGIN ... COMMIT around a block, ROLLBACK on error (autocommit mode otherwise)."""
+    """BEGIN ... COMMIT around a block, ROLLBACK on error (autocommit mode otherwise).
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    A failed write (a full disk, another process holding the database) leaves
+    the state as it was and becomes a one-line :class:`OutputError`: what was
+    not recorded is still pending, and the next run does it again.
+    """
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self._db = db
+        self._path = path
 
     def __enter__(self) -> sqlite3.Connection:
-        self._db.execute("BEGIN")
+        try:
+            self._db.execute("BEGIN")
+        except sqlite3.Error as error:
+            raise self._failure(error) from None
         return self._db
 
-    def __exit__(self, kind: object, error: object, trace: object) -> None:
-        self._db.execute("COMMIT" if kind is None else "ROLLBACK")
+    def __exit__(self, kind: object, error: BaseException | None, trace: object) -> None:
+        if error is None:
+            try:
+                self._db.execute("COMMIT")
+                return
+            except sqlite3.Error as commit_error:
+                error = commit_error
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("ROLLBACK")
+        if isinstance(error, sqlite3.Error):
+            raise self._failure(error) from None
+
+    def _failure(self, error: sqlite3.Error) -> OutputError:
+        return OutputError(f"cannot write the crawl state {self._path}: {error}")
 
 
 class Manifest:
@@ -254,13 +280,24 @@ class Manifest:
         self._file = open(self.path, "a", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        with self._writing():
+            self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
 
     def flush(self) -> None:
-        self._file.flush()
+        with self._writing():
+            self._file.flush()
 
     def close(self) -> None:
-        self._file.close()
+        with self._writing():
+            self._file.close()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A failed write (a full disk) becomes a one-line :class:`OutputError`."""
+        try:
+            yield
+        except OSError as error:
+            raise OutputError(f"cannot write the manifest in {self.path.parent}: {error.strerror or error}") from None
 
     @staticmethod
     def rebuild(root: Path, state: CrawlState) -> Path:

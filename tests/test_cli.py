@@ -140,3 +140,16 @@ def test_version() -> None:
     done = run_crawler("--version")
     assert done.returncode == 0 and done.stdout.startswith("crawler ")
     assert os.path.basename(done.args[0]).startswith("python")
+
+
+def test_a_corrupt_crawl_state_exits_2_with_one_line(tmp_path: Path) -> None:
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text("http://127.0.0.1:9/a.png\n")
+    (tmp_path / "out" / ".crawler").mkdir(parents=True)
+    (tmp_path / "out" / ".crawler" / "state.db").write_bytes(b"garbage" * 100)
+    done = run_crawler("run", str(seeds), "-o", str(tmp_path / "out"))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"crawler: error: cannot use the crawl state {tmp_path / 'out' / '.crawler' / 'state.db'}: "
+        "file is not a database"
+    ]

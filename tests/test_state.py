@@ -1,6 +1,10 @@
 import json
+import sqlite3
 from pathlib import Path
 
+import pytest
+
+from crawler.errors import OutputError
 from crawler.state import CrawlState, FinalRecord, Manifest
 
 
@@ -103,3 +107,32 @@ def test_a_manifest_of_whole_lines_is_left_alone(tmp_path: Path) -> None:
     (tmp_path / "manifest.jsonl").write_text(text)
     Manifest(tmp_path).close()
     assert (tmp_path / "manifest.jsonl").read_text() == text
+
+
+class _FullDisk:
+    """A connection whose batched writes fail as on a full disk."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def execute(self, *args: object) -> sqlite3.Cursor:
+        return self._db.execute(*args)  # type: ignore[arg-type]
+
+    def executemany(self, *args: object) -> sqlite3.Cursor:
+        raise sqlite3.OperationalError("database or disk is full")
+
+
+def test_a_failed_state_write_is_one_clear_error_and_changes_nothing(tmp_path: Path) -> None:
+    state = CrawlState(tmp_path)
+    state.add_urls(["http://a/1"])
+    state._db = _FullDisk(state._db)  # type: ignore[assignment]
+    with pytest.raises(OutputError, match=r"cannot write the crawl state .*state\.db: database or disk is full"):
+        state.save([ok_record(1, "http://a/1", "a.png")])
+    assert state.counts() == {"pending": 1}
+
+
+def test_a_file_that_is_not_a_crawl_state_is_refused(tmp_path: Path) -> None:
+    (tmp_path / ".crawler").mkdir()
+    (tmp_path / ".crawler" / "state.db").write_bytes(b"not a database" * 100)
+    with pytest.raises(OutputError, match=r"cannot use the crawl state .*: file is not a database"):
+        CrawlState(tmp_path)
