@@ -243,7 +243,7 @@ def test_a_busy_worker_whose_leases_expired_still_hears_the_end(tmp_path: Path, 
     quick = site.add("/quick.png", body=os.urandom(3000))
     out, address = tmp_path / "out", f"127.0.0.1:{free_port}"
     master = start_master(tmp_path, [stuck, quick], address, "--lease-seconds", "1")
-    # One thread, two URLs in hand: the second waits behind the stalled first.
+    # One thread, stalled on /stuck: the worker has no idle thread to ask for work with.
     busy = start_crawler(
         "worker", "--connect", address, "-o", str(out), "-t", "1", "--connect-timeout", "2", authkey="k"
     )
