@@ -10,6 +10,8 @@ and ``srcset``, ``<link rel=icon>`` and ``<meta http-equiv=refresh>``.
 from __future__ import annotations
 
 import codecs
+import contextlib
+import logging
 from collections.abc import Iterable
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
@@ -17,6 +19,8 @@ from urllib.parse import urljoin, urlsplit
 from .seeds import normalize_url
 
 __all__ = ["LinkExtractor", "PageLinks", "host_of", "is_html", "resolve_links"]
+
+logger = logging.getLogger(__name__)
 
 MAX_LINKS_PER_PAGE = 10_000
 HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -75,35 +79,64 @@ def _refresh_target(content: str) -> str | None:
 
 
 class LinkExtractor:
-    """Decode a page's bytes as they arrive and feed them to :class:`PageLinks`."""
+    """Decode a page's bytes as they arrive and feed them to :class:`PageLinks`.
+
+    Whatever the page holds, extraction never raises: a page the parser
+    chokes on keeps the links found before that point, and its file is
+    saved as any other.
+    """
 
     def __init__(self, content_type: str | None) -> None:
         self._decoder = codecs.getincrementaldecoder(_charset(content_type))(errors="replace")
         self.page = PageLinks()
+        self._broken = False
 
     def feed(self, chunk: bytes) -> None:
-        self.page.feed(self._decoder.decode(chunk))
+        self._parse(chunk)
 
     def close(self) -> tuple[list[str], str | None]:
-        self.page.feed(self._decoder.decode(b"", final=True))
-        self.page.close()
+        self._parse(b"", final=True)
+        if not self._broken:
+            with contextlib.suppress(Exception):
+                self.page.close()
         return self.page.links, self.page.base
+
+    def _parse(self, chunk: bytes, final: bool = False) -> None:
+        if self._broken:
+            return
+        try:
+            self.page.feed(self._decoder.decode(chunk, final))
+        except Exception as error:  # a parser bug met by a hostile page must not end the download
+            logger.debug("links: stopped reading a page: %s: %s", type(error).__name__, error)
+            self._broken = True
 
 
 def _charset(content_type: str | None) -> str:
+    """Return the page's declared text encoding, or UTF-8.
+
+    Python's codec registry also holds bytes-to-bytes and str-to-str codecs
+    (base64, zlib, rot13) that a server may name; they are not text
+    encodings and would raise on the first chunk.
+    """
     for parameter in (content_type or "").split(";")[1:]:
         name, _, value = parameter.strip().partition("=")
         if name.lower() == "charset":
             try:
-                return codecs.lookup(value.strip().strip("'\"")).name
+                codec = codecs.lookup(value.strip().strip("'\""))
             except LookupError:
                 break
+            # _is_text_encoding is how the codecs module itself tells them apart (see codecs.py).
+            return codec.name if getattr(codec, "_is_text_encoding", True) else "utf-8"
     return "utf-8"
 
 
 def resolve_links(page_url: str, base: str | None, links: Iterable[str]) -> list[str]:
-    """Return the http(s) links of a page, absolute and normalised, without duplicates."""
-    base_url = urljoin(page_url, base) if base else page_url
+    """Return the http(s) links of a page, absolute and normalised, without duplicates.
+
+    Never raises on what a page says: a ``<base href>`` that does not parse
+    is ignored (as browsers do), and so is each link that does not.
+    """
+    base_url = _base_url(page_url, base)
     found: dict[str, None] = {}
     for link in links:
         try:
@@ -112,3 +145,14 @@ def resolve_links(page_url: str, base: str | None, links: Iterable[str]) -> list
         except ValueError:
             continue  # mailto:, javascript:, data:, garbage
     return list(found)
+
+
+def _base_url(page_url: str, base: str | None) -> str:
+    if not base:
+        return page_url
+    try:
+        joined = urljoin(page_url, base)
+        urlsplit(joined).port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        return page_url
+    return joined

@@ -4,11 +4,14 @@ The first URL of a host makes a robots task (a negative id), fetched by any
 worker like a file; until it answers, that host's URLs wait here. Then each
 is let through or refused, and the host's Crawl-delay paces the frontier.
 Rules follow RFC 9309: no robots.txt (4xx) allows everything; one that cannot
-be fetched (5xx, network errors, after retries) disallows everything.
+be fetched (5xx, network errors, after retries) disallows everything. A
+Crawl-delay is capped at ``MAX_CRAWL_DELAY``: a site may ask for patience,
+not park its URLs, and so the crawl, for ever.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import NamedTuple
 from urllib.parse import urlsplit
@@ -18,7 +21,9 @@ from protego import Protego
 from .links import host_of
 from .messages import Result, Task
 
-__all__ = ["RobotsGate", "RobotsVerdict"]
+__all__ = ["MAX_CRAWL_DELAY", "RobotsGate", "RobotsVerdict"]
+
+MAX_CRAWL_DELAY = 60.0
 
 
 class RobotsVerdict(NamedTuple):
@@ -100,5 +105,5 @@ class RobotsGate:
 
     def _crawl_delay(self, host: str) -> float:
         rules = self._rules.get(host)
-        delay = rules.crawl_delay(self._user_agent) if rules is not None else None
-        return float(delay or 0.0)
+        delay = float(rules.crawl_delay(self._user_agent) or 0.0) if rules is not None else 0.0
+        return min(delay, MAX_CRAWL_DELAY) if math.isfinite(delay) and delay > 0 else 0.0

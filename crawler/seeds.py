@@ -2,7 +2,9 @@
 
 Blank lines and ``#`` comments are skipped; every other line yields either a
 normalised http(s) URL or the reason it was refused, with its line number, so
-the master can record bad lines without ever fetching them.
+the master can record bad lines without ever fetching them. A line is read at
+most ``MAX_LINE`` characters at a time, so a binary or hostile file with one
+huge line cannot take the master's memory.
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ from .errors import UsageError
 __all__ = ["SeedLine", "normalize_url", "open_seeds", "read_seeds"]
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
+MAX_LINE = 64 * 1024
+"""Longest seed line taken as a URL; longer lines are refused (browsers stop near 64 KB too)."""
+SHOWN_TEXT = 1000
+"""How much of an over-long line is kept as its text, for the manifest and the log."""
+BOM = "\ufeff"
 
 
 class SeedLine(NamedTuple):
@@ -31,8 +38,9 @@ class SeedLine(NamedTuple):
 def normalize_url(raw: str) -> str:
     """Return the canonical form of an http(s) URL or raise ValueError.
 
-    Lower-cases scheme and host, drops the fragment and a default port, and
-    gives an empty path as ``/``; the path and query are kept as written.
+    Lower-cases scheme and host, writes an international host in its ASCII
+    (IDNA) form, drops the fragment and a default port, and gives an empty
+    path as ``/``; the path and query are kept as written.
     """
     if any(ord(char) < 0x21 or char == "\x7f" for char in raw):
         raise ValueError("contains whitespace or control characters")
@@ -44,7 +52,7 @@ def normalize_url(raw: str) -> str:
     if not host:
         raise ValueError("no host")
     port = parts.port  # raises ValueError for a port out of range
-    netloc = f"[{host}]" if ":" in host else host
+    netloc = f"[{host}]" if ":" in host else _ascii_host(host)
     if parts.username or parts.password:
         raise ValueError("credentials in URLs are not supported")
     if port is not None and port != DEFAULT_PORTS[scheme]:
@@ -52,16 +60,53 @@ def normalize_url(raw: str) -> str:
     return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
 
 
+def _ascii_host(host: str) -> str:
+    """Return ``host`` in the form DNS and requests use, or raise ValueError.
+
+    ``bücher.example`` and ``xn--bcher-kva.example`` are one host, so they
+    must be one URL. The standard library's IDNA 2003 codec maps symbols
+    such as ``☃`` the way browsers do, where requests' IDNA 2008 refuses
+    them; it also refuses empty and over-long labels, which no retry mends.
+    """
+    try:
+        return host.encode("idna").decode("ascii").lower()
+    except UnicodeError as error:
+        reason = str(error.__cause__ or error).removeprefix("encoding with 'idna' codec failed ")
+        raise ValueError(f"invalid host name: {reason.strip('()')}") from None
+
+
 def read_seeds(lines: TextIO) -> Iterator[SeedLine]:
-    """Yield every non-blank, non-comment line of a seed list."""
-    for line_number, line in enumerate(lines, start=1):
-        text = line.strip()
+    """Yield every non-blank, non-comment line of a seed list.
+
+    A byte order mark before the first line is dropped (editors on Windows
+    write one), and a line longer than ``MAX_LINE`` is refused whole.
+    """
+    for line_number, (line, whole) in enumerate(_bounded_lines(lines), start=1):
+        text = line.removeprefix(BOM).strip() if line_number == 1 else line.strip()
+        if not whole:
+            yield SeedLine(line_number, text[:SHOWN_TEXT], None, f"line longer than {MAX_LINE} characters")
+            continue
         if not text or text.startswith("#"):
             continue
         try:
             yield SeedLine(line_number, text, normalize_url(text), None)
         except ValueError as error:
             yield SeedLine(line_number, text, None, f"invalid URL: {error}")
+
+
+def _bounded_lines(stream: TextIO) -> Iterator[tuple[str, bool]]:
+    """Yield (line, whole) pairs, reading at most ``MAX_LINE`` characters of a line.
+
+    The rest of an over-long line is read in pieces and dropped, so memory
+    stays bounded whatever the file holds.
+    """
+    while line := stream.readline(MAX_LINE + 1):
+        if len(line) <= MAX_LINE or line.endswith("\n"):
+            yield line, True
+            continue
+        while (rest := stream.readline(MAX_LINE)) and not rest.endswith("\n"):
+            pass
+        yield line, False
 
 
 def open_seeds(path: str) -> TextIO:

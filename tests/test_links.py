@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from crawler.links import LinkExtractor, is_html, resolve_links
+import pytest
+
+from crawler.links import LinkExtractor, PageLinks, is_html, resolve_links
 from crawler.rules import Keep, Scope, parse_patterns
 
 PAGE = """<!doctype html><html><head>
@@ -87,3 +89,30 @@ def test_scope_follows_seed_hosts_domains_or_everything() -> None:
     domains = Scope(domains=("example.org",))
     assert domains.allows("http://cdn.example.org/x") and domains.allows("http://example.org/")
     assert not domains.allows("http://badexample.org/") and not domains.allows("http://example.com/")
+
+
+@pytest.mark.parametrize("charset", ["base64", "rot13", "zlib", "hex"])
+def test_a_charset_that_is_not_a_text_encoding_falls_back_to_utf8(charset: str) -> None:
+    extractor = LinkExtractor(f"text/html; charset={charset}")
+    extractor.feed('<a href="/caf\u00e9.html">'.encode())
+    assert extractor.close() == (["/caf\u00e9.html"], None)
+
+
+@pytest.mark.parametrize("base", ["http://[::1", "http://host:99999/", "http://[not-ipv6]/"])
+def test_a_base_that_does_not_parse_is_ignored(base: str) -> None:
+    assert resolve_links("http://a.example/dir/page", base, ["x.png", "http://[::1"]) == ["http://a.example/dir/x.png"]
+
+
+def test_a_parser_failure_keeps_the_links_found_before_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = PageLinks.handle_starttag
+
+    def chokes_on_blink(self: PageLinks, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "blink":
+            raise AssertionError("a parser bug")
+        real(self, tag, attrs)
+
+    monkeypatch.setattr(PageLinks, "handle_starttag", chokes_on_blink)
+    extractor = LinkExtractor("text/html")
+    extractor.feed(b'<a href="/one">1</a><blink>')
+    extractor.feed(b'<a href="/two">2</a>')
+    assert extractor.close() == (["/one"], None)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from crawler.messages import Result, Task
-from crawler.robots import RobotsGate
+from crawler.robots import MAX_CRAWL_DELAY, RobotsGate
 
 ROBOTS = "User-agent: *\nDisallow: /private/\nDisallow: /*.gif$\nCrawl-delay: 2\n"
 
@@ -49,3 +51,12 @@ def test_missing_robots_allows_everything_and_unreachable_refuses_everything() -
     [down] = gate.admit(tasks("/b", host="http://down.example"))[2]
     verdict = gate.learn(Result(down.id, down.url, "retry", error="HTTP 503"))
     assert verdict.allowed == [] and "could not be fetched" in verdict.refused[0][1]
+
+
+@pytest.mark.parametrize(("asked", "applied"), [("1e308", MAX_CRAWL_DELAY), ("61", MAX_CRAWL_DELAY), ("nan", 0.0)])
+def test_a_huge_or_meaningless_crawl_delay_is_capped(asked: str, applied: float) -> None:
+    gate = RobotsGate("crawler/test")
+    [robots] = gate.admit(tasks("/a.png"))[2]
+    verdict = gate.learn(Result(robots.id, robots.url, "ok", robots=f"User-agent: *\nCrawl-delay: {asked}\n"))
+    assert verdict.crawl_delay == applied
+    assert [task.url for task in verdict.allowed] == ["http://h.example/a.png"]

@@ -2,7 +2,7 @@ import io
 
 import pytest
 
-from crawler.seeds import normalize_url, read_seeds
+from crawler.seeds import MAX_LINE, SHOWN_TEXT, normalize_url, read_seeds
 
 
 def test_skips_blanks_and_comments_strips_whitespace_and_crlf() -> None:
@@ -40,13 +40,53 @@ def test_normalize_lowercases_scheme_and_host_and_drops_default_port_and_fragmen
     assert normalize_url("http://[::1]:8080/x") == "http://[::1]:8080/x"
 
 
-def test_reads_a_stream_without_loading_it_whole() -> None:
-    def endless():
-        number = 0
-        while True:
-            number += 1
-            yield f"http://example.com/{number}\n"
+class EndlessSeeds(io.TextIOBase):
+    """A stream that never ends: reading it whole would never return."""
 
-    seeds = read_seeds(endless())  # type: ignore[arg-type]
+    def __init__(self) -> None:
+        self.number = 0
+
+    def readline(self, size: int | None = -1) -> str:
+        self.number += 1
+        return f"http://example.com/{self.number}\n"
+
+
+def test_reads_a_stream_without_loading_it_whole() -> None:
+    seeds = read_seeds(EndlessSeeds())  # type: ignore[arg-type]
     assert next(seeds).url == "http://example.com/1"
     assert next(seeds).url == "http://example.com/2"
+
+
+def test_a_byte_order_mark_does_not_cost_the_first_line() -> None:
+    lines = list(read_seeds(io.StringIO("\ufeffhttp://example.com/a\nhttp://example.com/b\n")))
+    assert [line.url for line in lines] == ["http://example.com/a", "http://example.com/b"]
+
+
+def test_a_line_longer_than_the_cap_is_refused_with_its_number_and_the_next_line_is_read() -> None:
+    huge = "http://example.com/" + "a" * (MAX_LINE + 10)
+    lines = list(read_seeds(io.StringIO(f"http://example.com/1\n{huge}\nhttp://example.com/3\n")))
+    assert [(line.line_number, line.url) for line in lines] == [
+        (1, "http://example.com/1"),
+        (2, None),
+        (3, "http://example.com/3"),
+    ]
+    assert lines[1].error == f"line longer than {MAX_LINE} characters"
+    assert len(lines[1].text) == SHOWN_TEXT
+
+
+def test_a_line_of_exactly_the_cap_is_read() -> None:
+    url = "http://example.com/" + "a" * (MAX_LINE - len("http://example.com/"))
+    [line] = list(read_seeds(io.StringIO(url)))
+    assert line.url == url
+
+
+def test_international_hosts_are_written_in_their_idna_form() -> None:
+    assert normalize_url("http://Bücher.example/x") == "http://xn--bcher-kva.example/x"
+    assert normalize_url("http://xn--bcher-kva.example/x") == "http://xn--bcher-kva.example/x"
+    assert normalize_url("http://☃.net/") == "http://xn--n3h.net/"
+
+
+@pytest.mark.parametrize("host", ["a" * 64 + ".example", "a..example"])
+def test_a_host_dns_can_never_resolve_is_refused(host: str) -> None:
+    with pytest.raises(ValueError, match="invalid host name: label empty or too long"):
+        normalize_url(f"http://{host}/")
