@@ -94,7 +94,12 @@ def _positive_float(text: str) -> float:
 
 
 def _domains(text: str) -> tuple[str, ...]:
-    return tuple(domain.strip().lower().strip(".") for domain in text.split(",") if domain.strip())
+    # In the IDNA form URLs are normalised to, so bücher.example matches its links.
+    domains = (domain.strip().strip(".") for domain in text.split(",") if domain.strip().strip("."))
+    try:
+        return tuple(domain.encode("idna").decode("ascii").lower() for domain in domains)
+    except UnicodeError:
+        raise argparse.ArgumentTypeError(f"not a list of domain names: {text!r}") from None
 
 
 def _size(text: str) -> int:
@@ -141,6 +146,24 @@ def build_parser() -> argparse.ArgumentParser:
             type=_positive_float,
             default=30.0,
             help="seconds for connecting and for each read (default: 30)",
+        )
+        sub.add_argument(
+            "--max-time",
+            type=_non_negative_float,
+            default=600.0,
+            help="seconds one attempt may take in all, like curl's --max-time (default: 600; 0: no limit)",
+        )
+        sub.add_argument(
+            "--min-speed",
+            type=_size,
+            default=0,
+            help="fail an attempt slower than this many bytes/s over --min-speed-time, e.g. 1K (default: off)",
+        )
+        sub.add_argument(
+            "--min-speed-time",
+            type=_positive_float,
+            default=30.0,
+            help="seconds over which --min-speed is measured (default: 30)",
         )
         sub.add_argument(
             "--retries", type=_non_negative_int, default=3, help="further attempts after transient errors (default: 3)"
@@ -264,6 +287,9 @@ def read_authkey(path: Path | None) -> bytes:
 def build_policy(args: argparse.Namespace) -> Policy:
     return Policy(
         timeout=args.timeout,
+        max_time=args.max_time,
+        min_speed=args.min_speed,
+        min_speed_time=args.min_speed_time,
         retries=args.retries,
         max_bytes=args.max_bytes,
         user_agent=args.user_agent,
@@ -420,6 +446,9 @@ def setup_logging(args: argparse.Namespace) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    # urllib3 warns, with a traceback, about headers cut short, which is what a
+    # --max-time cut looks like to it; the URL's result already says what happened.
+    logging.getLogger("urllib3").setLevel(logging.DEBUG if args.verbose >= 2 else logging.ERROR)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -2,19 +2,22 @@
 
 Knows nothing of queues or retries: it returns a :class:`Result` whose
 outcome is ``ok``, ``failed`` (permanent: 4xx, too large, bad redirect) or
-``retry`` (transient: 429, 5xx, network errors, timeouts, truncated bodies),
-and the master decides what happens next.
+``retry`` (transient: 429, 5xx, network errors, timeouts, truncated bodies,
+``--max-time`` or ``--min-speed`` passed), and the master decides what
+happens next. It never raises: whatever a server sends, and whatever goes
+wrong in here, the attempt ends in a result.
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import hashlib
 import http.cookiejar
+import logging
 import os
 import time
 import urllib.request
-from typing import IO
 
 import requests
 import urllib3
@@ -23,9 +26,12 @@ from . import __version__
 from .links import LinkExtractor, is_html
 from .messages import Outcome, Policy, Result, Task
 from .rules import Keep
-from .storage import OutputFolder, relative_path_for
+from .storage import FileWriter, OutputFolder, relative_path_for
+from .transfer import LimitedAdapter, Transfer, TransferAborted, Watchdog
 
 __all__ = ["fetch", "make_session", "parse_retry_after"]
+
+logger = logging.getLogger(__name__)
 
 
 class BodyTooLarge(Exception):
@@ -34,6 +40,10 @@ class BodyTooLarge(Exception):
 
 class TruncatedBody(Exception):
     """The connection ended before Content-Length bytes arrived."""
+
+
+class BadTarget(Exception):
+    """The URL, or a redirect's Location, is not one requests can ask for."""
 
 
 def make_session(policy: Policy) -> requests.Session:
@@ -45,6 +55,8 @@ def make_session(policy: Policy) -> requests.Session:
     named by ``REQUESTS_CA_BUNDLE`` or ``CURL_CA_BUNDLE``, as requests does.
     """
     session = requests.Session()
+    for prefix in ("http://", "https://"):
+        session.mount(prefix, LimitedAdapter())
     session.trust_env = bool(urllib.request.getproxies())
     session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
     session.max_redirects = policy.max_redirects
@@ -56,14 +68,20 @@ def make_session(policy: Policy) -> requests.Session:
     return session
 
 
-def _get(session: requests.Session, url: str, policy: Policy) -> requests.Response:
+def _get(session: requests.Session, url: str, policy: Policy, transfer: Transfer) -> requests.Response:
     """GET ``url`` as a prepared request.
 
     Session.get merges the session's settings into every call, which costs
     about 15% of a request's CPU and adds nothing make_session has not set.
     """
-    prepared = requests.Request("GET", url, headers=session.headers).prepare()
-    return session.send(prepared, stream=True, timeout=policy.timeout, allow_redirects=True)
+    prepared = requests.Request("GET", url, headers=session.headers, hooks={"response": transfer.saw_response})
+    try:
+        return session.send(prepared.prepare(), stream=True, timeout=policy.timeout, allow_redirects=True)
+    except ValueError as error:
+        # requests' InvalidURL and InvalidSchema are ValueErrors, and a Location
+        # such as "http://[::1" raises a bare one from urllib.parse.
+        where = "redirect target" if transfer.responses else "URL"
+        raise BadTarget(f"bad {where}: {_first_line(error)}") from None
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -80,27 +98,59 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def fetch(session: requests.Session, task: Task, policy: Policy, output: OutputFolder, worker: str) -> Result:
-    """Download ``task.url`` into ``output`` once and say what came of it."""
+def fetch(
+    session: requests.Session,
+    task: Task,
+    policy: Policy,
+    output: OutputFolder,
+    worker: str,
+    watchdog: Watchdog | None = None,
+) -> Result:
+    """Download ``task.url`` into ``output`` once and say what came of it.
+
+    With a ``watchdog``, an attempt stuck past ``--max-time`` or under
+    ``--min-speed`` is cut even where no chunk arrives to check the limits.
+    """
     started = time.monotonic()
-    result = _fetch_robots(session, task, policy) if task.robots else _attempt(session, task, policy, output)
+    transfer = Transfer(policy.max_time, policy.min_speed, policy.min_speed_time)
+    with transfer, watchdog.watching(transfer) if watchdog else contextlib.nullcontext():
+        result = _attempt_safely(session, task, policy, output, transfer)
+    if transfer.aborted and result.outcome != Outcome.OK.value:
+        # The watchdog shut the socket: what the thread saw is a symptom, not the cause.
+        result = Result(task.id, task.url, Outcome.RETRY.value, error=transfer.aborted)
     return result._replace(attempt=task.attempt, worker=worker, elapsed=time.monotonic() - started)
 
 
-def _attempt(session: requests.Session, task: Task, policy: Policy, output: OutputFolder) -> Result:
+def _attempt_safely(
+    session: requests.Session, task: Task, policy: Policy, output: OutputFolder, transfer: Transfer
+) -> Result:
+    try:
+        if task.robots:
+            return _fetch_robots(session, task, policy, transfer)
+        return _attempt(session, task, policy, output, transfer)
+    except Exception as error:  # a bug, or a case nobody foresaw: the URL fails, the thread lives
+        logger.exception("fetch: unexpected error on %s", task.url)
+        return Result(task.id, task.url, Outcome.FAILED.value, error=f"unexpected error: {_describe(error)}")
+
+
+def _attempt(session: requests.Session, task: Task, policy: Policy, output: OutputFolder, transfer: Transfer) -> Result:
     failed = Outcome.FAILED.value
     retry = Outcome.RETRY.value
     try:
-        with _get(session, task.url, policy) as response:
-            return _save(response, task, policy, output)
+        with _get(session, task.url, policy, transfer) as response:
+            return _save(response, task, policy, output, transfer)
+    except TransferAborted as error:
+        return Result(task.id, task.url, retry, error=str(error))
     except requests.TooManyRedirects:
         return Result(task.id, task.url, failed, error=f"more than {policy.max_redirects} redirects")
-    except (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL) as error:
-        return Result(task.id, task.url, failed, error=f"bad redirect target: {error}")
+    except BadTarget as error:
+        return Result(task.id, task.url, failed, error=str(error))
     except requests.Timeout:
         return Result(task.id, task.url, retry, error=f"timed out after {policy.timeout:g} s")
     except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
-        return Result(task.id, task.url, retry, error=_describe(error))
+        # A host name DNS can never take (a label over 63 characters) is not worth a retry.
+        outcome = failed if isinstance(_innermost(error), UnicodeError) else retry
+        return Result(task.id, task.url, outcome, error=_describe(error))
     except TruncatedBody as error:
         return Result(task.id, task.url, retry, error=str(error))
     except BodyTooLarge as error:
@@ -134,7 +184,7 @@ def _unsuccessful(response: requests.Response, task: Task) -> Result | None:
     return None
 
 
-def _save(response: requests.Response, task: Task, policy: Policy, output: OutputFolder) -> Result:
+def _save(response: requests.Response, task: Task, policy: Policy, output: OutputFolder, transfer: Transfer) -> Result:
     unsuccessful = _unsuccessful(response, task)
     if unsuccessful is not None:
         return unsuccessful
@@ -148,9 +198,9 @@ def _save(response: requests.Response, task: Task, policy: Policy, output: Outpu
     relative = relative_path_for(task.url, content_type)
     if kept:
         with output.writer(relative) as file:
-            size, digest = _stream_body(response, policy, file, extractor)
+            size, digest = _stream_body(response, policy, transfer, file, extractor)
     else:
-        size, digest = _stream_body(response, policy, None, extractor)
+        size, digest = _stream_body(response, policy, transfer, None, extractor)
     links, base = extractor.close() if extractor else ([], None)
     return Result(
         task.id,
@@ -168,16 +218,17 @@ def _save(response: requests.Response, task: Task, policy: Policy, output: Outpu
     )
 
 
-def _fetch_robots(session: requests.Session, task: Task, policy: Policy) -> Result:
+def _fetch_robots(session: requests.Session, task: Task, policy: Policy, transfer: Transfer) -> Result:
     """Fetch a host's robots.txt for the master: its text, or "" when there is none (4xx)."""
     try:
-        with _get(session, task.url, policy) as response:
+        with _get(session, task.url, policy, transfer) as response:
             unsuccessful = _unsuccessful(response, task)
             if unsuccessful is not None and unsuccessful.outcome == Outcome.RETRY.value:
                 return unsuccessful
             if unsuccessful is not None:  # no robots.txt: everything is allowed (RFC 9309)
                 return Result(task.id, task.url, Outcome.OK.value, http_status=response.status_code, robots="")
             body = response.raw.read(policy.robots_max_bytes, decode_content=True)
+            transfer.check_not_cut()
             return Result(
                 task.id,
                 task.url,
@@ -185,8 +236,10 @@ def _fetch_robots(session: requests.Session, task: Task, policy: Policy) -> Resu
                 http_status=response.status_code,
                 robots=body.decode("utf-8", errors="replace"),
             )
-    except requests.TooManyRedirects:
+    except (requests.TooManyRedirects, BadTarget):
         return Result(task.id, task.url, Outcome.OK.value, robots="")
+    except TransferAborted as error:
+        return Result(task.id, task.url, Outcome.RETRY.value, error=str(error))
     except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
         return Result(task.id, task.url, Outcome.RETRY.value, error=_describe(error))
 
@@ -198,13 +251,22 @@ def _check_declared_length(response: requests.Response, policy: Policy) -> None:
 
 
 def _stream_body(
-    response: requests.Response, policy: Policy, file: IO[bytes] | None, extractor: LinkExtractor | None
+    response: requests.Response,
+    policy: Policy,
+    transfer: Transfer,
+    file: FileWriter | None,
+    extractor: LinkExtractor | None,
 ) -> tuple[int, str]:
-    """Copy the decoded body to ``file`` and ``extractor``; return its size and SHA-256."""
+    """Copy the decoded body to ``file`` and ``extractor``; return its size and SHA-256.
+
+    read1 returns what one receive brought, where read waits for a whole
+    chunk: a trickling server then still comes back here, to the limits.
+    """
     raw = response.raw
     digest = hashlib.sha256()
     size = 0
-    while chunk := raw.read(policy.chunk_bytes, decode_content=True):
+    while chunk := raw.read1(policy.chunk_bytes, decode_content=True):
+        transfer.received(len(chunk))
         size += len(chunk)
         if policy.max_bytes and size > policy.max_bytes:
             raise BodyTooLarge(_too_large(policy))
@@ -213,6 +275,7 @@ def _stream_body(
             file.write(chunk)
         if extractor is not None:
             extractor.feed(chunk)
+    transfer.check_not_cut()
     declared = _content_length(response)
     # urllib3 enforces Content-Length too; this catches what slips past it.
     if declared is not None and raw.tell() < declared:
@@ -235,13 +298,24 @@ def _status_text(response: requests.Response) -> str:
     return f"HTTP {response.status_code} {response.reason or ''}".strip()
 
 
-def _describe(error: BaseException) -> str:
-    """Return a one-line message naming the innermost cause of a network error."""
+def _innermost(error: BaseException) -> BaseException:
+    """Follow a network error's causes down to the first one."""
     cause: BaseException = error
+    seen = {id(cause)}
     while True:
         inner = getattr(cause, "reason", None) or cause.__cause__ or cause.__context__
-        if not isinstance(inner, BaseException) or inner is cause:
-            break
+        if not isinstance(inner, BaseException) or id(inner) in seen:
+            return cause
+        seen.add(id(inner))
         cause = inner
-    text = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
-    return f"{type(cause).__name__}: {text}"[:300]
+
+
+def _describe(error: BaseException) -> str:
+    """Return a one-line message naming the innermost cause of an error."""
+    cause = _innermost(error)
+    return f"{type(cause).__name__}: {_first_line(cause)}"[:300]
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error)
+    return text.splitlines()[0][:300] if text.strip() else type(error).__name__

@@ -33,6 +33,11 @@ class Policy:
 
     timeout: float = 30.0
     """Seconds allowed for connecting and for each read of the body."""
+    max_time: float = 600.0
+    """Seconds one attempt may take in all, redirects and body included; 0: no limit."""
+    min_speed: float = 0.0
+    """Lowest speed in bytes per second, over ``min_speed_time``; 0: no limit."""
+    min_speed_time: float = 30.0
     retries: int = 3
     """Further attempts after the first for transient errors."""
     max_bytes: int = 0

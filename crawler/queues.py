@@ -11,8 +11,12 @@ What this module changes in the stdlib's pattern, and why:
 * Sockets get ``TCP_NODELAY``: without it every new manager connection
   stalls about 40 ms in Nagle's algorithm.
 * The authkey handshake has a time limit and a cap on how many run at once,
-  and authenticated connections are capped too: the stdlib waits for ever on
-  a client that connects and never speaks, one thread each.
+  in all and per peer address, and authenticated connections are capped too:
+  the stdlib waits for ever on a client that connects and never speaks, one
+  thread each. When the cap is reached the oldest unfinished handshake is
+  shed, not the newest: a real worker finishes its handshake in
+  milliseconds, so idle connections opened by anyone who can reach the port
+  cannot keep workers out.
 * A client's connect and handshake have time limits, so a worker facing a
   dead address gives up instead of hanging.
 * Reconnecting forgets the proxies' cached per-address connection
@@ -25,12 +29,14 @@ authkey can run code on the master and the workers. See the README.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import logging
 import socket
 import struct
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from multiprocessing import AuthenticationError, connection, managers
@@ -47,7 +53,9 @@ HANDSHAKE_SECONDS = 5.0
 KEEPALIVE = {"TCP_KEEPIDLE": 10, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3}
 LISTEN_BACKLOG = 256
 MAX_HANDSHAKES = 64
+MAX_HANDSHAKES_PER_PEER = 16
 MAX_CONNECTIONS = 1024
+WARN_EVERY_SECONDS = 10.0
 # What a broken or vanished master looks like to a proxy call.
 CONNECTION_ERRORS = (EOFError, OSError, ConnectionError)
 
@@ -87,6 +95,76 @@ def _set_receive_timeout(conn: connection.Connection, seconds: float) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
     finally:
         sock.detach()
+
+
+def _shut(conn: connection.Connection) -> None:
+    """Shut a Connection's socket from another thread, which wakes its blocked read."""
+    sock = socket.socket(fileno=conn.fileno())
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.detach()
+
+
+class _ThrottledWarning:
+    """A warning logged at once, then at most every ``every`` seconds with a count.
+
+    Hundreds of hostile connections a second must not become hundreds of log lines.
+    """
+
+    def __init__(self, every: float = WARN_EVERY_SECONDS) -> None:
+        self._every = every
+        self._last = -every
+        self._suppressed = 0
+        self._lock = threading.Lock()
+
+    def warn(self, message: str, *args: object) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last < self._every:
+                self._suppressed += 1
+                return
+            suppressed, self._suppressed, self._last = self._suppressed, 0, now
+        if suppressed:
+            message += f" ({suppressed} more like this in the last {self._every:g} s)"
+        logger.warning(message, *args)
+
+
+class _Handshakes:
+    """Connections still authenticating, oldest first, with a bound in all and per peer."""
+
+    def __init__(self) -> None:
+        self._pending: collections.OrderedDict[int, tuple[connection.Connection, str]] = collections.OrderedDict()
+        self._per_peer: collections.Counter[str] = collections.Counter()
+        self._lock = threading.Lock()
+
+    def admit(self, conn: connection.Connection, peer: str) -> bool:
+        """Register a new connection; shed the oldest one in the way; False if none could be."""
+        with self._lock:
+            if self._per_peer[peer] >= MAX_HANDSHAKES_PER_PEER and not self._shed_oldest(peer):
+                return False
+            if len(self._pending) >= MAX_HANDSHAKES and not self._shed_oldest(None):
+                return False
+            self._pending[id(conn)] = (conn, peer)
+            self._per_peer[peer] += 1
+            return True
+
+    def done(self, conn: connection.Connection) -> None:
+        with self._lock:
+            entry = self._pending.pop(id(conn), None)
+            if entry is not None:
+                self._per_peer[entry[1]] -= 1
+
+    def _shed_oldest(self, peer: str | None) -> bool:
+        for key, (conn, owner) in self._pending.items():
+            if peer is None or owner == peer:
+                del self._pending[key]
+                self._per_peer[owner] -= 1
+                _shut(conn)  # its thread's read ends now and the thread exits
+                return True
+        return False
 
 
 def _handshake(conn: connection.Connection, authkey: bytes, serving: bool) -> None:
@@ -151,8 +229,10 @@ class _Server(managers.Server):
     def __init__(self, registry: dict[str, Any], address: tuple[str, int], authkey: bytes) -> None:
         super().__init__(registry, address, authkey, TRANSPORT)
         self.stop_event = threading.Event()
-        self._handshakes = threading.BoundedSemaphore(MAX_HANDSHAKES)
+        self._handshakes = _Handshakes()
         self._connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._refused = _ThrottledWarning()
+        self._full = _ThrottledWarning()
 
     def accepter(self) -> None:
         while not self.stop_event.is_set():
@@ -160,8 +240,8 @@ class _Server(managers.Server):
                 conn = self.listener.accept()  # type: ignore[attr-defined]
             except OSError:
                 continue  # a client that reset before accept; closing the listener ends the loop
-            if not self._handshakes.acquire(blocking=False):
-                logger.warning("master: too many connections authenticating at once; dropped one")
+            peer = str(self.listener.last_peer[0])  # type: ignore[attr-defined]
+            if not self._handshakes.admit(conn, peer):
                 conn.close()
                 continue
             threading.Thread(target=self.handle_request, args=(conn,), daemon=True).start()
@@ -170,12 +250,12 @@ class _Server(managers.Server):
         try:
             _handshake(c, bytes(self.authkey), serving=True)  # type: ignore[attr-defined]
         except (AuthenticationError, OSError, EOFError) as error:
-            logger.warning("master: refused a connection: %s", _handshake_failure(error))
+            self._refused.warn("master: refused a connection: %s", _handshake_failure(error))
             return
         finally:
-            self._handshakes.release()
+            self._handshakes.done(c)
         if not self._connections.acquire(blocking=False):
-            logger.warning("master: connection limit %d reached; dropped one", MAX_CONNECTIONS)
+            self._full.warn("master: connection limit %d reached; dropped one", MAX_CONNECTIONS)
             return
         try:
             self._dispatch(c)
@@ -246,6 +326,21 @@ _MasterClient.register("get_result_queue")
 
 class MasterLink:
     """A worker's connection to the master: its task and result queue proxies."""
+
+    def release_all(self) -> int:
+        """Hand every lease back to the master; return how many.
+
+        Called after Ctrl-C, which may have interrupted a call on this
+        thread's connection with its reply still unread: the next call on it
+        would take that reply for its own. So this uses a fresh connection.
+        """
+        local = self.task._tls
+        stale = getattr(local, "connection", None)
+        if stale is not None:
+            del local.connection
+            with contextlib.suppress(OSError):
+                stale.close()
+        return int(self.task.release())
 
     def __init__(self, address: tuple[str, int], authkey: bytes, worker: str, capacity: int) -> None:
         # Proxies cache one connection per address and thread and never drop

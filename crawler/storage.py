@@ -6,12 +6,14 @@ is built from the URL alone (never from a server's header), sanitised to
 the URL's SHA-256, so distinct URLs (query strings included) get distinct
 files and no file name can equal a folder name built from another URL's path.
 Bodies go to a hidden ``.*.part`` file in the same folder and are renamed into
-place only when whole.
+place only when whole: every write is complete or raises, and the size on
+disk is checked against the bytes written before the rename.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import mimetypes
 import os
@@ -21,14 +23,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["TEMP_SUFFIX", "OutputFolder", "is_safe_relative", "relative_path_for", "remove_temp_files"]
+__all__ = ["TEMP_SUFFIX", "FileWriter", "OutputFolder", "is_safe_relative", "relative_path_for", "remove_temp_files"]
 
 TEMP_SUFFIX = ".part"
 MAX_SEGMENT = 60
 MAX_FOLDERS = 8
+# Top-level names the crawl itself uses; a host folder never takes one. Its
+# temporary files live inside .crawler/, and no host folder starts with a dot.
 RESERVED_NAMES = {"manifest.jsonl", ".crawler"}
 UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,6}$")
@@ -106,6 +109,35 @@ def is_safe_relative(relative: str) -> bool:
     )
 
 
+class FileWriter:
+    """An open temporary file whose ``write`` writes everything or raises.
+
+    A plain unbuffered file returns a short count when the disk fills in
+    the middle of a write, and nothing complains if it is ignored: the file
+    would be renamed into place truncated and recorded ``ok``.
+    """
+
+    def __init__(self, descriptor: int) -> None:
+        self._descriptor = descriptor
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:
+            written = os.write(self._descriptor, view)
+            if written <= 0:  # a regular file only does this when it cannot grow
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            view = view[written:]
+        self.size += len(data)
+        return len(data)
+
+    def check_whole(self) -> None:
+        """Raise unless the file on disk holds exactly what was written."""
+        on_disk = os.fstat(self._descriptor).st_size
+        if on_disk != self.size:
+            raise OSError(errno.EIO, f"{on_disk} bytes on disk, {self.size} written")
+
+
 class OutputFolder:
     """The output folder as workers write to it: whole files only, never outside it."""
 
@@ -115,7 +147,7 @@ class OutputFolder:
         self._made: set[str] = set()
 
     @contextmanager
-    def writer(self, relative: str) -> Iterator[IO[bytes]]:
+    def writer(self, relative: str) -> Iterator[FileWriter]:
         """Yield a temporary file that becomes ``root/relative`` only on success.
 
         On any exception the temporary file is removed and nothing appears
@@ -130,8 +162,12 @@ class OutputFolder:
         temporary = f"{folder}/.{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            with open(descriptor, "wb", buffering=0) as file:
+            try:
+                file = FileWriter(descriptor)
                 yield file
+                file.check_whole()
+            finally:
+                os.close(descriptor)
             os.replace(temporary, f"{folder}/{name}")
         except BaseException:
             with contextlib.suppress(OSError):

@@ -27,9 +27,10 @@ from typing import Any
 
 from .errors import AuthenticationFailed, MasterUnreachable, OutputError
 from .fetch import fetch, make_session
-from .messages import Policy, Result, Task
+from .messages import Outcome, Policy, Result, Task
 from .queues import CONNECTION_ERRORS, MasterLink, format_address
 from .storage import OutputFolder
+from .transfer import Watchdog
 
 __all__ = ["Worker", "WorkerConfig"]
 
@@ -132,6 +133,7 @@ class Worker:
         self._output = OutputFolder(config.output)
         self._stopping = threading.Event()
         self._link: MasterLink | None = None
+        self._watchdog: Watchdog | None = None
         self.policy = Policy()
 
     @staticmethod
@@ -159,6 +161,7 @@ class Worker:
             for index in range(self.config.threads)
         ]
         threads.append(threading.Thread(target=self._send_loop, daemon=True, name="sender"))
+        self._watchdog = Watchdog()
         for thread in threads:
             thread.start()
         try:
@@ -169,6 +172,7 @@ class Worker:
             return 130
         finally:
             self._stopping.set()
+            self._watchdog.close()
             threads[-1].join(FINISH_SECONDS)
         return 0
 
@@ -210,14 +214,28 @@ class Worker:
                 self._downloads.put(item)
 
     def _download_loop(self) -> None:
-        output = self._output
         with make_session(self.policy) as session:
             while not self._stopping.is_set():
                 task = self._downloads.get()
                 if task is None:
                     return
-                self._results.put(fetch(session, task, self.policy, output, self.config.name))
-                self._slots.give_back()
+                try:
+                    self._results.put(self.download(session, task))
+                finally:
+                    self._slots.give_back()
+
+    def download(self, session: Any, task: Task) -> Result:
+        """Fetch one task; whatever happens, return its result.
+
+        fetch itself turns every error into a result; this is the last line,
+        so that no download thread can die and leave a lease renewed for ever.
+        """
+        try:
+            return fetch(session, task, self.policy, self._output, self.config.name, self._watchdog)
+        except Exception as error:
+            logger.exception("worker %s: download of %s raised", self.config.name, task.url)
+            reason = f"unexpected error: {type(error).__name__}: {error}"[:300]
+            return Result(task.id, task.url, Outcome.FAILED.value, error=reason, worker=self.config.name)
 
     def _send_loop(self) -> None:
         """Deliver results in batches and renew leases; survive reconnects."""
@@ -241,6 +259,11 @@ class Worker:
             except CONNECTION_ERRORS:
                 if self._stopping.is_set():
                     return
+                time.sleep(SEND_EVERY_SECONDS)
+            except Exception:  # the sender must outlive anything, or every lease expires unseen
+                logger.exception(
+                    "worker %s: could not deliver %d results; trying again", self.config.name, len(pending)
+                )
                 time.sleep(SEND_EVERY_SECONDS)
 
     def _next_results(self) -> list[Result]:
@@ -277,7 +300,7 @@ class Worker:
         if link is None:
             return
         try:
-            returned = link.task.release()
+            returned = link.release_all()
             logger.warning("worker %s: interrupted; gave %d URLs back to the master", self.config.name, returned)
-        except CONNECTION_ERRORS:
-            pass
+        except CONNECTION_ERRORS as error:
+            logger.warning("worker %s: interrupted; could not give URLs back (%s)", self.config.name, error)

@@ -35,6 +35,21 @@ def site() -> Iterator[Site]:
 
 
 @pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 1 MiB tmpfs: a write past it comes back short, the next one fails with ENOSPC.
+
+    Mounting needs root (CAP_SYS_ADMIN), which the test machines and CI have.
+    """
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], check=True)
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@pytest.fixture
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -50,18 +65,32 @@ def crawler_env(authkey: str | None = None) -> dict[str, str]:
 
 
 def start_crawler(
-    *args: str, authkey: str | None = None, cwd: Path | None = None, stdin: int | None = subprocess.DEVNULL
+    *args: str,
+    authkey: str | None = None,
+    cwd: Path | None = None,
+    stdin: int | None = subprocess.DEVNULL,
+    log: Path | None = None,
+    new_session: bool = False,
 ) -> subprocess.Popen[str]:
-    """Start ``python -m crawler ARGS`` with captured output."""
+    """Start ``python -m crawler ARGS`` with captured output.
+
+    With ``log``, stderr goes to that file, to be read while the process runs.
+    With ``new_session``, the process leads its own process group, so a test
+    can send a signal to it and its children at once, as a terminal's Ctrl-C does.
+    """
+    stderr = open(log, "w") if log is not None else subprocess.PIPE
     process = subprocess.Popen(
         [sys.executable, "-m", "crawler", *args],
         env=crawler_env(authkey),
         cwd=cwd,
         stdin=stdin,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
         text=True,
+        start_new_session=new_session,
     )
+    if log is not None:
+        stderr.close()  # type: ignore[union-attr]
     STARTED.append(process)
     return process
 

@@ -2,7 +2,8 @@
 
 Serves in-memory bodies on 127.0.0.1 at a free port, counts hits per path,
 and can misbehave on request: fail N times before succeeding, stall, send a
-truncated body or reset the connection mid-body. Runs in a thread of the
+truncated body, reset the connection mid-body, or trickle its headers or body
+a byte at a time. Runs in a thread of the
 test process; every wait is bounded.
 """
 
@@ -30,6 +31,10 @@ class Route:
     """Wait only on this many first requests (0: on every request)."""
     truncate: bool = False
     """Announce the full length, send half, close."""
+    trickle: float = 0.0
+    """Send the body one byte every this many seconds."""
+    trickle_headers: bool = False
+    """Send the status line and headers a byte at a time too (at the ``trickle`` pace)."""
     headers: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -113,6 +118,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if route.truncate:
             self._send_truncated(route)
             return
+        if route.trickle:
+            self._send_trickling(route)
+            return
         self._answer(route.status, route.body, route.content_type, route.headers)
 
     def _answer(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
@@ -123,6 +131,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
+
+    def _send_trickling(self, route: Route) -> None:
+        """Send a byte at a time, until the body ends or the client goes away."""
+        head = (
+            f"HTTP/1.1 {route.status} OK\r\nContent-Type: {route.content_type}\r\n"
+            f"Content-Length: {len(route.body)}\r\n\r\n"
+        ).encode()
+        self.close_connection = True
+        try:
+            if not route.trickle_headers:
+                self.wfile.write(head)
+                self.wfile.flush()
+            for byte in (head if route.trickle_headers else b"") + route.body:
+                time.sleep(route.trickle)
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+        except OSError:
+            pass
 
     def _send_truncated(self, route: Route) -> None:
         self.send_response(200)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import gzip
 import hashlib
-import io
 import zlib
 from pathlib import Path
 
@@ -175,17 +174,59 @@ def test_parse_retry_after() -> None:
 
 
 @responses.activate
-def test_a_full_disk_fails_the_url_and_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    class FullDisk(io.FileIO):
-        def write(self, data: object) -> int:
-            raise OSError(errno.ENOSPC, "No space left on device")
+def test_a_disk_that_fills_during_the_last_write_fails_the_url(small_disk: Path) -> None:
+    # One write of 1.5 MiB onto a 1 MiB tmpfs: the kernel writes what fits and
+    # returns a short count; before the fix that count was ignored and a
+    # truncated file was renamed into place and recorded ok.
+    body = bytes(range(256)) * 6144
+    responses.get(URL, body=body)
+    result = run(small_disk, chunk_bytes=4 * 1024 * 1024)
+    assert (result.outcome, result.error) == ("failed", "cannot write file: No space left on device")
+    assert files_in(small_disk) == []
 
-    monkeypatch.setattr("crawler.storage.open", lambda fd, mode, buffering: FullDisk(fd, "wb"), raising=False)
+
+@responses.activate
+def test_a_full_disk_fails_the_url_and_leaves_no_partial_file(small_disk: Path) -> None:
+    filler = small_disk / "filler"
+    with contextlib.suppress(OSError), open(filler, "wb") as file:
+        file.write(b"x" * 2 * 1024 * 1024)
     responses.get(URL, body=PNG)
+    result = run(small_disk)
+    assert (result.outcome, result.error) == ("failed", "cannot write file: No space left on device")
+    assert files_in(small_disk) == [filler]
+
+
+@pytest.mark.parametrize("location", ["http://[::1", "gopher://example.com/"])
+@responses.activate
+def test_a_redirect_to_a_url_requests_cannot_parse_fails_the_url(tmp_path: Path, location: str) -> None:
+    responses.get(URL, status=302, headers={"Location": location})
     result = run(tmp_path)
     assert result.outcome == "failed"
-    assert result.error == "cannot write file: No space left on device"
+    assert result.error is not None and result.error.startswith("bad redirect target: "), result.error
     assert files_in(tmp_path) == []
+
+
+@responses.activate
+def test_an_unexpected_error_inside_fetch_becomes_a_failed_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object) -> bool:
+        raise RuntimeError("a bug nobody foresaw")
+
+    monkeypatch.setattr("crawler.fetch.Keep.keeps", broken)
+    responses.get(URL, body=PNG)
+    result = run(tmp_path)
+    assert (result.outcome, result.attempt, result.worker) == ("failed", 2, "w1")
+    assert result.error == "unexpected error: RuntimeError: a bug nobody foresaw"
+
+
+@responses.activate
+def test_a_page_in_a_codec_that_is_not_a_text_encoding_still_gives_its_links(tmp_path: Path) -> None:
+    page = b'<a href="/next.html">next</a>'
+    responses.get(URL.replace(".png", ".html"), body=page, content_type="text/html; charset=base64")
+    result = run(tmp_path, URL.replace(".png", ".html"), depth=1)
+    assert result.outcome == "ok", result.error
+    assert result.links == ("/next.html",)
 
 
 @responses.activate
