@@ -26,7 +26,7 @@ from .links import is_html, resolve_links
 from .messages import Outcome, Policy, Result, Task
 from .progress import CrawlCounts, Progress
 from .queues import QueueServer, format_address
-from .robots import RobotsGate
+from .robots import MAX_CRAWL_DELAY, RobotsGate
 from .rules import Scope
 from .seeds import SeedLine, read_seeds
 from .state import CrawlState, FinalRecord, Manifest
@@ -37,6 +37,8 @@ __all__ = ["Master", "MasterConfig", "retry_delay"]
 logger = logging.getLogger(__name__)
 
 SEED_CHUNK = 20_000
+SHOWN_BAD_SEEDS = 10
+"""Bad seed lines logged one by one; past this, one summary line (all are in the manifest)."""
 WINDOW_LOW = 2_000
 WINDOW_REFILL = 10_000
 WINDOW_MAX = 100_000
@@ -84,6 +86,13 @@ def _nothing() -> None:
     pass
 
 
+def _no_valid_url(lines: list[SeedLine]) -> str:
+    if not lines:
+        return "no URL in the seeds file"
+    first = lines[0]
+    return f"no valid URL in the seeds file ({len(lines)} lines refused; line {first.line_number}: {first.error})"
+
+
 class Master:
     """One crawl, from seeds to final states."""
 
@@ -106,10 +115,11 @@ class Master:
         self.state, self.manifest = self._open_output(config.output)
         self.counts = CrawlCounts()
         self.progress = Progress(self.counts, enabled=config.show_progress)
-        self._load_seed_chunk()
-        if self._seeds_done and self._valid_seeds == 0:
+        try:
+            self._load_seed_chunk()
+        except UsageError:
             self.close()
-            raise UsageError("no valid URL in the seeds file")
+            raise
         self._init_counts()
         self._watchdog: Callable[[], None] = _nothing
         self.server = QueueServer(
@@ -142,9 +152,7 @@ class Master:
             state = CrawlState(root)
             reopened = state.reopen_for_resume(root, self.policy.depth)
             removed = remove_temp_files(root, older_than=2 * self.policy.lease_seconds)
-            if not (root / "manifest.jsonl").exists():
-                Manifest.rebuild(root, state)
-            manifest = Manifest(root)
+            manifest = Manifest(root, state)
         except OSError as error:
             raise OutputError(f"output folder {root} is not usable: {error.strerror or error}") from None
         if any(reopened) or removed:
@@ -169,24 +177,36 @@ class Master:
         chunk = list(itertools.islice(self._seed_lines, SEED_CHUNK))
         self._seeds_done = len(chunk) < SEED_CHUNK
         urls = [line.url for line in chunk if line.url]
+        if self._seeds_done and not urls and not self._valid_seeds and not self.invalid_seeds:
+            # Checked before anything is recorded: a binary file is one line of
+            # error, not thousands of warnings and manifest lines.
+            raise UsageError(_no_valid_url(chunk))
         for url in urls:
             self.scope.add_seed(url)
         self._valid_seeds += len(urls)
         added = self.state.add_urls(urls)
         self.counts.total += added
-        for line in chunk:
-            if line.error:
-                self._record_invalid_seed(line)
+        self._record_invalid_seeds([line for line in chunk if line.error])
+        if self._seeds_done and self.invalid_seeds > SHOWN_BAD_SEEDS:
+            logger.warning(
+                "seeds: %d more invalid lines not shown; each is in the manifest as failed",
+                self.invalid_seeds - SHOWN_BAD_SEEDS,
+            )
         if added:
             self._state_exhausted = False
 
-    def _record_invalid_seed(self, line: SeedLine) -> None:
-        logger.warning("seeds line %d: %s: %s", line.line_number, line.error, line.text[:200])
-        self.invalid_seeds += 1
-        self.counts.failed += 1
-        self.counts.done_this_run += 1
-        self.counts.total += 1
-        self.manifest.write(FinalRecord.failure(line.text, line.error or "invalid URL", attempts=0).to_manifest())
+    def _record_invalid_seeds(self, lines: list[SeedLine]) -> None:
+        for line in lines:
+            self.invalid_seeds += 1
+            if self.invalid_seeds <= SHOWN_BAD_SEEDS:
+                logger.warning("seeds line %d: %s: %s", line.line_number, line.error, line.text[:200])
+        self.counts.failed += len(lines)
+        self.counts.done_this_run += len(lines)
+        self.counts.total += len(lines)
+        if lines:
+            self.manifest.write(
+                FinalRecord.failure(line.text, line.error or "invalid URL", attempts=0).to_manifest() for line in lines
+            )
 
     # --- the loop -----------------------------------------------------------
 
@@ -236,9 +256,7 @@ class Master:
         final URLs that the manifest never mentions.
         """
         if finals or retries:
-            for record in finals:
-                self.manifest.write(record.to_manifest())
-            self.manifest.flush()
+            self.manifest.write(record.to_manifest() for record in finals)
             self.state.save(finals, retries)
 
     def _handle_result(self, result: Result, finals: list[FinalRecord], retries: list[tuple[int, int]]) -> None:
@@ -316,7 +334,12 @@ class Master:
         assert self.robots is not None
         verdict = self.robots.learn(result)
         if verdict.crawl_delay:
-            logger.info("master: %s asks for %.1f s between requests (Crawl-delay)", verdict.host, verdict.crawl_delay)
+            logger.info(
+                "master: %s: %.1f s between requests (robots.txt Crawl-delay, at most %g)",
+                verdict.host,
+                verdict.crawl_delay,
+                MAX_CRAWL_DELAY,
+            )
             self.frontier.set_host_delay(verdict.host, verdict.crawl_delay)
         self._refuse(verdict.refused, finals)
         self.frontier.add(verdict.allowed)

@@ -7,13 +7,18 @@ transactions. Leases are not stored: they live in the master's memory, and a
 restarted master treats every URL that was not final as pending.
 
 ``DIR/manifest.jsonl`` is the user-facing record, appended as URLs reach a
-final state (the last line for a URL wins) and rebuildable from the database.
+final state (the last line for a URL wins) and rebuildable from the database:
+it is rebuilt when missing at the start, and when it is deleted or replaced
+while the crawl runs. The crawl's own temporary files live in ``.crawler/``,
+out of the way of the host folders.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -23,6 +28,11 @@ from .errors import OutputError
 from .links import is_html
 
 __all__ = ["CrawlState", "FinalRecord", "Manifest", "PendingRow", "Reopened"]
+
+logger = logging.getLogger(__name__)
+
+STATE_FOLDER = ".crawler"
+MANIFEST_NAME = "manifest.jsonl"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS urls (
@@ -128,7 +138,7 @@ class CrawlState:
     """Every URL of one crawl and what became of it, in ``DIR/.crawler/state.db``."""
 
     def __init__(self, root: Path) -> None:
-        folder = root / ".crawler"
+        folder = root / STATE_FOLDER
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / "state.db"
         try:
@@ -272,23 +282,52 @@ class _Transaction:
 
 
 class Manifest:
-    """``DIR/manifest.jsonl``: one JSON line per URL that reached a final state."""
+    """``DIR/manifest.jsonl``: one JSON line per URL that reached a final state.
 
-    def __init__(self, root: Path) -> None:
-        self.path = root / "manifest.jsonl"
-        _drop_torn_last_line(self.path)
+    Opening it rebuilds a missing manifest from ``state`` and cuts a torn
+    last line. Each batch first checks that the file at ``path`` is still
+    the one open here: a manifest deleted (or moved away) mid-crawl would
+    otherwise take every later line with it and leave no manifest at all.
+    """
+
+    def __init__(self, root: Path, state: CrawlState) -> None:
+        self.path = root / MANIFEST_NAME
+        self._state = state
+        with self._writing():
+            if not self.path.exists():
+                Manifest.rebuild(root, state)
+            _drop_torn_last_line(self.path)
+            self._open()
+
+    def _open(self) -> None:
         self._file = open(self.path, "a", encoding="utf-8")
+        self._identity = _file_identity(os.fstat(self._file.fileno()))
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, records: Iterable[dict[str, Any]]) -> None:
+        """Append records and flush them to the operating system."""
         with self._writing():
-            self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
-
-    def flush(self) -> None:
-        with self._writing():
+            self._reopen_if_gone()
+            for record in records:
+                self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
             self._file.flush()
+
+    def _reopen_if_gone(self) -> None:
+        try:
+            current = _file_identity(os.stat(self.path))
+        except FileNotFoundError:
+            current = None
+        if current == self._identity:
+            return
+        # Every line written so far is also in the state (lines go first, the
+        # state right after), so a rebuild loses nothing but invalid seed lines.
+        logger.warning("master: %s was deleted or replaced; writing it again from the crawl state", self.path)
+        self._file.close()
+        Manifest.rebuild(self.path.parent, self._state)
+        self._open()
 
     def close(self) -> None:
         with self._writing():
+            self._reopen_if_gone()
             self._file.close()
 
     @contextlib.contextmanager
@@ -302,13 +341,18 @@ class Manifest:
     @staticmethod
     def rebuild(root: Path, state: CrawlState) -> Path:
         """Write a fresh manifest holding the state's final records; return its path."""
-        path = root / "manifest.jsonl"
-        temporary = path.with_suffix(".jsonl.tmp")
+        path = root / MANIFEST_NAME
+        # Inside .crawler/: at the top a temporary name could be a host's folder.
+        temporary = root / STATE_FOLDER / f"{MANIFEST_NAME}.tmp"
         with open(temporary, "w", encoding="utf-8") as file:
             for record in state.final_records():
                 file.write(json.dumps(record.to_manifest(), ensure_ascii=False) + "\n")
         temporary.replace(path)
         return path
+
+
+def _file_identity(status: os.stat_result) -> tuple[int, int]:
+    return status.st_dev, status.st_ino
 
 
 def _drop_torn_last_line(path: Path) -> None:

@@ -91,7 +91,8 @@ def test_no_valid_url_exits_2(tmp_path: Path) -> None:
     done = run_crawler("run", str(seeds), "-o", str(tmp_path / "out"))
     assert done.returncode == 2
     assert "crawler: error: no valid URL in the seeds file" in done.stderr
-    assert "seeds line 2" in done.stderr
+    assert "line 2: invalid URL: scheme ftp:" in done.stderr
+    assert len(done.stderr.splitlines()) == 1  # one line, nothing recorded
     assert "Traceback" not in done.stderr
 
 

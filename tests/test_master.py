@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from pathlib import Path
 
+import pytest
+
+from crawler.errors import UsageError
 from crawler.frontier import Frontier
-from crawler.master import Master, MasterConfig
+from crawler.master import SHOWN_BAD_SEEDS, Master, MasterConfig
 from crawler.messages import Policy, Result
 
 
@@ -80,3 +84,45 @@ def test_the_crawl_is_over_only_when_nothing_is_pending_leased_or_waiting(tmp_pa
         master._collect()
         master._refill_window()
         assert master._is_crawl_over()
+
+
+def test_a_seed_list_without_a_valid_url_is_refused_before_anything_is_recorded(tmp_path: Path) -> None:
+    garbage = "".join(f"\x00\x89binary{number}\x07\n" for number in range(5000))
+    with pytest.raises(UsageError, match=r"no valid URL in the seeds file \(5000 lines refused; line 1: invalid URL"):
+        make_master(tmp_path, garbage)
+    assert not (tmp_path / "manifest.jsonl").read_text()
+
+
+def test_a_flood_of_bad_seed_lines_is_summarised_in_the_log_but_each_is_recorded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    seeds = "http://example.com/ok\n" + "".join(f"junk {number}\n" for number in range(50))
+    with caplog.at_level(logging.WARNING, logger="crawler"), make_master(tmp_path, seeds) as master:
+        assert master.invalid_seeds == 50
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == SHOWN_BAD_SEEDS + 1
+    assert warnings[-1] == "seeds: 40 more invalid lines not shown; each is in the manifest as failed"
+    lines = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    assert len(lines) == 50 and all(line["status"] == "failed" for line in lines)
+
+
+def test_a_page_whose_base_does_not_parse_cannot_crash_the_master(tmp_path: Path) -> None:
+    with make_master(tmp_path, "http://example.com/page\n", depth=1) as master:
+        master._refill_window()
+        [task] = master.frontier.take("w", 1, 0)
+        page = Result(
+            task.id,
+            task.url,
+            "ok",
+            content_type="text/html",
+            attempt=1,
+            links=("a.png", "http://[::1"),
+            base="http://[::1",
+            page_url=task.url,
+        )
+        master.frontier.deliver("w", [page])
+        master._collect()
+        assert master.state.counts() == {"ok": 1, "pending": 1}
+        master._refill_window()
+        [link] = master.frontier.take("w", 1, 0)
+        assert link.url == "http://example.com/a.png" and link.depth == 1

@@ -95,8 +95,8 @@ def test_crawler_manifest_rewrites_it_from_the_state(tmp_path: Path) -> None:
 def test_a_torn_last_line_is_cut_when_the_manifest_is_opened(tmp_path: Path) -> None:
     whole = json.dumps({"url": "http://a/1", "status": "ok"}) + "\n"
     (tmp_path / "manifest.jsonl").write_text(whole + whole + '{"url": "http://a/2", "sta')
-    manifest = Manifest(tmp_path)
-    manifest.write({"url": "http://a/3", "status": "ok"})
+    manifest = Manifest(tmp_path, CrawlState(tmp_path))
+    manifest.write([{"url": "http://a/3", "status": "ok"}])
     manifest.close()
     lines = (tmp_path / "manifest.jsonl").read_text().splitlines()
     assert [json.loads(line)["url"] for line in lines] == ["http://a/1", "http://a/1", "http://a/3"]
@@ -105,8 +105,56 @@ def test_a_torn_last_line_is_cut_when_the_manifest_is_opened(tmp_path: Path) -> 
 def test_a_manifest_of_whole_lines_is_left_alone(tmp_path: Path) -> None:
     text = "".join(json.dumps({"url": f"http://a/{n}"}) + "\n" for n in range(5000))
     (tmp_path / "manifest.jsonl").write_text(text)
-    Manifest(tmp_path).close()
+    Manifest(tmp_path, CrawlState(tmp_path)).close()
     assert (tmp_path / "manifest.jsonl").read_text() == text
+
+
+def test_a_manifest_deleted_during_the_crawl_is_written_again_whole(tmp_path: Path) -> None:
+    state = CrawlState(tmp_path)
+    state.add_urls(["http://a/1", "http://a/2"])
+    manifest = Manifest(tmp_path, state)
+    first = ok_record(1, "http://a/1", "x.png")
+    manifest.write([first.to_manifest()])
+    state.save([first])
+    (tmp_path / "manifest.jsonl").unlink()
+    second = ok_record(2, "http://a/2", "y.png")
+    manifest.write([second.to_manifest()])
+    state.save([second])
+    manifest.close()
+    lines = (tmp_path / "manifest.jsonl").read_text().splitlines()
+    assert [json.loads(line)["url"] for line in lines] == ["http://a/1", "http://a/2"]
+
+
+def test_a_manifest_deleted_after_the_last_batch_is_written_again_on_close(tmp_path: Path) -> None:
+    state = CrawlState(tmp_path)
+    state.add_urls(["http://a/1"])
+    manifest = Manifest(tmp_path, state)
+    record = ok_record(1, "http://a/1", "x.png")
+    manifest.write([record.to_manifest()])
+    state.save([record])
+    (tmp_path / "manifest.jsonl").unlink()
+    manifest.close()
+    assert [json.loads(line)["url"] for line in (tmp_path / "manifest.jsonl").read_text().splitlines()] == [
+        "http://a/1"
+    ]
+
+
+def test_a_host_folder_named_like_the_manifests_temporary_file_is_harmless(tmp_path: Path) -> None:
+    from crawler.cli import main
+    from crawler.storage import OutputFolder, relative_path_for
+
+    relative = relative_path_for("http://manifest.jsonl.tmp/a.png")
+    with OutputFolder(tmp_path).writer(relative) as file:
+        file.write(b"png")
+    state = CrawlState(tmp_path)
+    state.add_urls(["http://manifest.jsonl.tmp/a.png"])
+    state.save([ok_record(1, "http://manifest.jsonl.tmp/a.png", relative)])
+    state.close()
+    assert main(["manifest", "-o", str(tmp_path), "-q"]) == 0
+    assert main(["manifest", "-o", str(tmp_path), "-q"]) == 0  # and again: the folder is still there
+    assert (tmp_path / relative).read_bytes() == b"png"
+    [line] = (tmp_path / "manifest.jsonl").read_text().splitlines()
+    assert json.loads(line)["path"] == relative
 
 
 class _FullDisk:

@@ -1,0 +1,59 @@
+"""Helpers shared by the process tests: waiting, reading the manifest, starting a master."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.conftest import start_crawler
+from tests.site import Site
+
+WAIT_LIMIT = 30.0
+
+
+def wait_until(condition: Callable[[], bool], what: str, limit: float = WAIT_LIMIT) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def manifest_lines(out: Path) -> list[dict[str, object]]:
+    path = out / "manifest.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def final_states(out: Path) -> dict[str, dict[str, object]]:
+    return {str(line["url"]): line for line in manifest_lines(out)}
+
+
+def slow_site(site: Site, count: int, delay: float) -> list[str]:
+    return [site.add(f"/f/{number}.png", body=os.urandom(3000), delay=delay) for number in range(count)]
+
+
+def seeds_file(tmp_path: Path, urls: list[str]) -> Path:
+    path = tmp_path / "seeds.txt"
+    path.write_text("\n".join(urls) + "\n")
+    return path
+
+
+def start_master(tmp_path: Path, urls: list[str], address: str, *options: str) -> subprocess.Popen[str]:
+    seeds = seeds_file(tmp_path, urls)
+    return start_crawler("master", str(seeds), "-o", str(tmp_path / "out"), "--bind", address, *options, authkey="k")
+
+
+def assert_each_url_once_and_ok(out: Path, urls: list[str]) -> None:
+    lines = manifest_lines(out)
+    per_url = collections.Counter(str(line["url"]) for line in lines)
+    assert set(per_url) == set(urls)
+    assert all(count == 1 for count in per_url.values()), per_url.most_common(3)
+    assert all(line["status"] == "ok" for line in lines)
+    for line in lines:
+        assert (out / str(line["path"])).stat().st_size == 3000
+    assert not list(out.rglob("*.part"))
