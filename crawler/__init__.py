@@ -12,6 +12,9 @@ workers through a ``multiprocessing.managers`` server, and records every
 result; workers download with ``requests`` and report paths, never bytes.
 """
 
+# Set before the imports below: messages reads it for the default User-Agent.
+__version__ = "0.1.0"
+
 from .errors import (
     AddressInUse,
     AuthenticationFailed,
@@ -22,8 +25,6 @@ from .errors import (
     UsageError,
 )
 from .messages import Outcome, Policy, Result, Task
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AddressInUse",

@@ -46,6 +46,8 @@ SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 WORKER_EXIT_SECONDS = 10.0
 CRAWL_PER_HOST = 4
 """Default downloads in flight per host when following links: polite to sites we were not asked about."""
+DEFAULTS = Policy()
+"""The policy's defaults, which the options show and start from: written once, in Policy."""
 
 
 def parse_size(text: str) -> int:
@@ -144,45 +146,53 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--timeout",
             type=_positive_float,
-            default=30.0,
-            help="seconds for connecting and for each read (default: 30)",
+            default=DEFAULTS.timeout,
+            help="seconds for connecting and for each read (default: %(default)g)",
         )
         sub.add_argument(
             "--max-time",
             type=_non_negative_float,
-            default=600.0,
-            help="seconds one attempt may take in all, like curl's --max-time (default: 600; 0: no limit)",
+            default=DEFAULTS.max_time,
+            help="seconds one attempt may take in all, like curl's --max-time (default: %(default)g; 0: no limit)",
         )
         sub.add_argument(
             "--min-speed",
             type=_size,
-            default=0,
+            default=DEFAULTS.min_speed,
             help="fail an attempt slower than this many bytes/s over --min-speed-time, e.g. 1K (default: off)",
         )
         sub.add_argument(
             "--min-speed-time",
             type=_positive_float,
-            default=30.0,
-            help="seconds over which --min-speed is measured (default: 30)",
+            default=DEFAULTS.min_speed_time,
+            help="seconds over which --min-speed is measured (default: %(default)g)",
         )
         sub.add_argument(
-            "--retries", type=_non_negative_int, default=3, help="further attempts after transient errors (default: 3)"
+            "--retries",
+            type=_non_negative_int,
+            default=DEFAULTS.retries,
+            help="further attempts after transient errors (default: %(default)s)",
         )
         sub.add_argument(
-            "--max-bytes", type=_size, default=0, help="largest file kept, e.g. 500K, 10M, 1G (default: no limit)"
+            "--max-bytes",
+            type=_size,
+            default=DEFAULTS.max_bytes,
+            help="largest file kept, e.g. 500K, 10M, 1G (default: no limit)",
         )
         sub.add_argument(
             "--retry-wait",
             type=_positive_float,
-            default=1.0,
-            help="seconds before the first retry, doubled for each further one (default: 1)",
+            default=DEFAULTS.backoff_base,
+            help="seconds before the first retry, doubled for each further one (default: %(default)g)",
         )
-        sub.add_argument("--user-agent", default="", help="User-Agent header (default: crawler/VERSION)")
+        sub.add_argument(
+            "--user-agent", default=DEFAULTS.user_agent, help=f"User-Agent header (default: {DEFAULTS.agent})"
+        )
         sub.add_argument(
             "--lease-seconds",
             type=_positive_float,
-            default=30.0,
-            help="seconds a worker may hold a URL without a heartbeat (default: 30)",
+            default=DEFAULTS.lease_seconds,
+            help="seconds a worker may hold a URL without a heartbeat (default: %(default)g)",
         )
     for sub in (run, master):
         add_crawl_options(sub)
@@ -228,7 +238,7 @@ def add_crawl_options(sub: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--depth",
         type=_non_negative_int,
-        default=0,
+        default=DEFAULTS.depth,
         help="levels of links to follow from the seeds (default: 0, the seeds only)",
     )
     group.add_argument(

@@ -22,9 +22,9 @@ import urllib.request
 import requests
 import urllib3
 
-from . import __version__
-from .links import LinkExtractor, is_html
+from .links import LinkExtractor
 from .messages import Outcome, Policy, Result, Task
+from .mime import is_html
 from .rules import Keep
 from .storage import FileWriter, OutputFolder, relative_path_for
 from .transfer import LimitedAdapter, Transfer, TransferAborted, Watchdog
@@ -60,7 +60,7 @@ def make_session(policy: Policy) -> requests.Session:
     session.trust_env = bool(urllib.request.getproxies())
     session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
     session.max_redirects = policy.max_redirects
-    session.headers["User-Agent"] = policy.user_agent or f"crawler/{__version__}"
+    session.headers["User-Agent"] = policy.agent
     # No cookie outlives its URL: what a URL gets must not depend on which
     # thread fetched what before it. Cookies set along one URL's redirects
     # still travel with that URL's request (requests keeps them on it).

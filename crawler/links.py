@@ -16,18 +16,14 @@ from collections.abc import Iterable
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
 
+from .mime import parameter
 from .seeds import normalize_url
 
-__all__ = ["LinkExtractor", "PageLinks", "host_of", "is_html", "resolve_links"]
+__all__ = ["LinkExtractor", "PageLinks", "host_of", "resolve_links"]
 
 logger = logging.getLogger(__name__)
 
 MAX_LINKS_PER_PAGE = 10_000
-HTML_TYPES = ("text/html", "application/xhtml+xml")
-
-
-def is_html(content_type: str | None) -> bool:
-    return bool(content_type) and content_type.split(";", 1)[0].strip().lower() in HTML_TYPES  # type: ignore[union-attr]
 
 
 def host_of(url: str) -> str:
@@ -118,16 +114,12 @@ def _charset(content_type: str | None) -> str:
     (base64, zlib, rot13) that a server may name; they are not text
     encodings and would raise on the first chunk.
     """
-    for parameter in (content_type or "").split(";")[1:]:
-        name, _, value = parameter.strip().partition("=")
-        if name.lower() == "charset":
-            try:
-                codec = codecs.lookup(value.strip().strip("'\""))
-            except LookupError:
-                break
-            # _is_text_encoding is how the codecs module itself tells them apart (see codecs.py).
-            return codec.name if getattr(codec, "_is_text_encoding", True) else "utf-8"
-    return "utf-8"
+    try:
+        codec = codecs.lookup(parameter(content_type, "charset") or "utf-8")
+    except LookupError:
+        return "utf-8"
+    # _is_text_encoding is how the codecs module itself tells them apart (see codecs.py).
+    return codec.name if getattr(codec, "_is_text_encoding", True) else "utf-8"
 
 
 def resolve_links(page_url: str, base: str | None, links: Iterable[str]) -> list[str]:

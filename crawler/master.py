@@ -19,18 +19,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
-from . import __version__
-from .errors import CrawlerError, OutputError, UsageError
+from .errors import CrawlerError, UsageError
 from .frontier import Frontier, ResultQueueView, TaskQueueView
-from .links import is_html, resolve_links
+from .links import resolve_links
 from .messages import Outcome, Policy, Result, Task
+from .mime import is_html
 from .progress import CrawlCounts, Progress
 from .queues import QueueServer, format_address
 from .robots import MAX_CRAWL_DELAY, RobotsGate
 from .rules import Scope
 from .seeds import SeedLine, read_seeds
 from .state import CrawlState, FinalRecord, Manifest
-from .storage import remove_temp_files
+from .storage import check_output_folder, output_unusable, remove_temp_files
 
 __all__ = ["Master", "MasterConfig", "retry_delay"]
 
@@ -108,8 +108,7 @@ class Master:
         self._state_exhausted = False
         self.frontier = Frontier(config.policy.lease_seconds, per_host=config.per_host, host_delay=config.host_delay)
         self.scope = config.scope
-        user_agent = config.policy.user_agent or f"crawler/{__version__}"
-        self.robots = RobotsGate(user_agent) if config.obey_robots else None
+        self.robots = RobotsGate(config.policy.agent) if config.obey_robots else None
         # depth and parent of every URL in play, for its manifest line and its links
         self._origins: dict[int, tuple[int, str | None]] = {}
         self.state, self.manifest = self._open_output(config.output)
@@ -147,14 +146,14 @@ class Master:
     # --- set-up -----------------------------------------------------------
 
     def _open_output(self, root: Path) -> tuple[CrawlState, Manifest]:
+        check_output_folder(root)
         try:
-            root.mkdir(parents=True, exist_ok=True)
             state = CrawlState(root)
             reopened = state.reopen_for_resume(root, self.policy.depth)
             removed = remove_temp_files(root, older_than=2 * self.policy.lease_seconds)
             manifest = Manifest(root, state)
         except OSError as error:
-            raise OutputError(f"output folder {root} is not usable: {error.strerror or error}") from None
+            raise output_unusable(root, error) from None
         if any(reopened) or removed:
             logger.info(
                 "master: resuming: %d failed URLs to retry, %d files missing, %d pages to read for deeper links, "

@@ -12,6 +12,8 @@ import dataclasses
 import enum
 from typing import Any, NamedTuple
 
+from . import __version__
+
 __all__ = ["Outcome", "Policy", "Result", "Task"]
 
 
@@ -73,6 +75,11 @@ class Policy:
     @property
     def max_attempts(self) -> int:
         return self.retries + 1
+
+    @property
+    def agent(self) -> str:
+        """The User-Agent header sent with every request, robots.txt's included."""
+        return self.user_agent or f"crawler/{__version__}"
 
 
 class Task(NamedTuple):

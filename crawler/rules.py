@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
+from .mime import media_type
+
 __all__ = ["Keep", "Scope", "parse_patterns"]
 
 
@@ -36,7 +38,7 @@ class Keep:
 
     def keeps(self, url: str, content_type: str | None) -> bool:
         """Tell whether a downloaded body is kept as a file."""
-        mime = (content_type or "").split(";", 1)[0].strip().lower()
+        mime = media_type(content_type)
         extension = posixpath.splitext(unquote(urlsplit(url).path))[1].lower()
         if self.accept and not _matches(self.accept, mime, extension):
             return False

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .errors import OutputError
-from .links import is_html
+from .mime import is_html
 
 __all__ = ["CrawlState", "FinalRecord", "Manifest", "PendingRow", "Reopened"]
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import mimetypes
 import os
 import re
 import secrets
@@ -25,7 +24,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["TEMP_SUFFIX", "FileWriter", "OutputFolder", "is_safe_relative", "relative_path_for", "remove_temp_files"]
+from .errors import OutputError
+from .mime import extension_for
+
+__all__ = [
+    "TEMP_SUFFIX",
+    "FileWriter",
+    "OutputFolder",
+    "check_output_folder",
+    "is_safe_relative",
+    "output_unusable",
+    "relative_path_for",
+    "remove_temp_files",
+]
 
 TEMP_SUFFIX = ".part"
 MAX_SEGMENT = 60
@@ -35,18 +46,6 @@ MAX_FOLDERS = 8
 RESERVED_NAMES = {"manifest.jsonl", ".crawler"}
 UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,6}$")
-# mimetypes picks the first registered extension, which is often odd (.jpe).
-PREFERRED_EXTENSIONS = {
-    "image/jpeg": ".jpg",
-    "image/png": ".png",
-    "image/gif": ".gif",
-    "image/webp": ".webp",
-    "image/svg+xml": ".svg",
-    "image/avif": ".avif",
-    "text/html": ".html",
-    "text/plain": ".txt",
-    "application/json": ".json",
-}
 
 
 def _sanitize(segment: str) -> str:
@@ -67,14 +66,6 @@ def _host_folder(url: str) -> str:
     if parts.port:
         folder += f"_{parts.port}"
     return "_" + folder if folder in RESERVED_NAMES else folder
-
-
-def extension_for(content_type: str | None) -> str:
-    """Return the usual file extension for a Content-Type, or ``""``."""
-    if not content_type:
-        return ""
-    mime = content_type.split(";", 1)[0].strip().lower()
-    return PREFERRED_EXTENSIONS.get(mime) or mimetypes.guess_extension(mime) or ""
 
 
 def relative_path_for(url: str, content_type: str | None = None) -> str:
@@ -107,6 +98,25 @@ def is_safe_relative(relative: str) -> bool:
         and "\x00" not in relative
         and all(part not in ("", ".", "..") for part in parts)
     )
+
+
+def output_unusable(root: Path, error: OSError) -> OutputError:
+    return OutputError(f"output folder {root} is not usable: {error.strerror or error}")
+
+
+def check_output_folder(root: Path) -> None:
+    """Create ``root`` if needed and prove this process can write there, or raise OutputError.
+
+    Checked before a crawl starts, so a read-only or missing mount is one
+    line at once, not a failed result for every URL.
+    """
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise output_unusable(root, error) from None
 
 
 class FileWriter:

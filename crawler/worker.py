@@ -25,11 +25,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import AuthenticationFailed, MasterUnreachable, OutputError
+from .errors import AuthenticationFailed, MasterUnreachable
 from .fetch import fetch, make_session
 from .messages import Outcome, Policy, Result, Task
 from .queues import CONNECTION_ERRORS, MasterLink, format_address
-from .storage import OutputFolder
+from .storage import OutputFolder, check_output_folder
 from .transfer import Watchdog
 
 __all__ = ["Worker", "WorkerConfig"]
@@ -126,7 +126,7 @@ class Worker:
 
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
-        self._check_output(config.output)
+        check_output_folder(config.output)
         self._downloads: queue.Queue[Task | None] = queue.Queue()
         self._results: queue.Queue[Result] = queue.Queue()
         self._slots = _Slots(config.threads)
@@ -135,16 +135,6 @@ class Worker:
         self._link: MasterLink | None = None
         self._watchdog: Watchdog | None = None
         self.policy = Policy()
-
-    @staticmethod
-    def _check_output(root: Path) -> None:
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            probe = root / f".write-test-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as error:
-            raise OutputError(f"output folder {root} is not usable: {error.strerror or error}") from None
 
     def run(self) -> int:
         """Work until the master says the crawl is over; return 0, or raise CrawlerError."""
@@ -172,6 +162,8 @@ class Worker:
             return 130
         finally:
             self._stopping.set()
+            for _download_thread in threads[:-1]:
+                self._downloads.put(None)  # idle download threads end now; busy ones after their URL
             self._watchdog.close()
             threads[-1].join(FINISH_SECONDS)
         return 0

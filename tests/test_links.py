@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from crawler.links import LinkExtractor, PageLinks, is_html, resolve_links
+from crawler.links import LinkExtractor, PageLinks, resolve_links
+from crawler.mime import is_html
 from crawler.rules import Keep, Scope, parse_patterns
 
 PAGE = """<!doctype html><html><head>

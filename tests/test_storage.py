@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from crawler.storage import OutputFolder, extension_for, is_safe_relative, relative_path_for, remove_temp_files
+from crawler.mime import extension_for
+from crawler.storage import OutputFolder, is_safe_relative, relative_path_for, remove_temp_files
 
 HOSTILE_URLS = [
     "http://example.com/../../etc/passwd",
