@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__
 from .errors import CrawlerError, UsageError
-from .messages import Policy
+from .messages import Policy, Status
 from .queues import format_address, parse_address
 from .rules import Scope, parse_patterns
 from .seeds import open_seeds
@@ -375,8 +375,8 @@ def command_manifest(args: argparse.Namespace) -> int:
         state.close()
     if not args.quiet:
         print(
-            f"crawler: wrote {path}: {counts.get('ok', 0)} ok, {counts.get('failed', 0)} failed, "
-            f"{counts.get('pending', 0)} not final",
+            f"crawler: wrote {path}: {counts.get(Status.OK, 0)} ok, {counts.get(Status.FAILED, 0)} failed, "
+            f"{counts.get(Status.PENDING, 0)} not final",
             file=sys.stderr,
         )
     return EXIT_OK

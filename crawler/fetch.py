@@ -115,9 +115,9 @@ def fetch(
     transfer = Transfer(policy.max_time, policy.min_speed, policy.min_speed_time)
     with transfer, watchdog.watching(transfer) if watchdog else contextlib.nullcontext():
         result = _attempt_safely(session, task, policy, output, transfer)
-    if transfer.aborted and result.outcome != Outcome.OK.value:
+    if transfer.aborted and result.outcome != Outcome.OK:
         # The watchdog shut the socket: what the thread saw is a symptom, not the cause.
-        result = Result(task.id, task.url, Outcome.RETRY.value, error=transfer.aborted)
+        result = Result(task.id, task.url, Outcome.RETRY, error=transfer.aborted)
     return result._replace(attempt=task.attempt, worker=worker, elapsed=time.monotonic() - started)
 
 
@@ -130,12 +130,12 @@ def _attempt_safely(
         return _attempt(session, task, policy, output, transfer)
     except Exception as error:  # a bug, or a case nobody foresaw: the URL fails, the thread lives
         logger.exception("fetch: unexpected error on %s", task.url)
-        return Result(task.id, task.url, Outcome.FAILED.value, error=f"unexpected error: {_describe(error)}")
+        return Result(task.id, task.url, Outcome.FAILED, error=f"unexpected error: {_describe(error)}")
 
 
 def _attempt(session: requests.Session, task: Task, policy: Policy, output: OutputFolder, transfer: Transfer) -> Result:
-    failed = Outcome.FAILED.value
-    retry = Outcome.RETRY.value
+    failed = Outcome.FAILED
+    retry = Outcome.RETRY
     try:
         with _get(session, task.url, policy, transfer) as response:
             return _save(response, task, policy, output, transfer)
@@ -167,7 +167,7 @@ def _unsuccessful(response: requests.Response, task: Task) -> Result | None:
         return Result(
             task.id,
             task.url,
-            Outcome.RETRY.value,
+            Outcome.RETRY,
             http_status=status,
             error=_status_text(response),
             retry_after=retry_after,
@@ -176,7 +176,7 @@ def _unsuccessful(response: requests.Response, task: Task) -> Result | None:
         return Result(
             task.id,
             task.url,
-            Outcome.FAILED.value,
+            Outcome.FAILED,
             http_status=status,
             error=_status_text(response),
             content_type=response.headers.get("Content-Type"),
@@ -193,7 +193,7 @@ def _save(response: requests.Response, task: Task, policy: Policy, output: Outpu
     extractor = LinkExtractor(content_type) if task.depth < policy.depth and is_html(content_type) else None
     kept = Keep(policy.accept, policy.reject).keeps(task.url, content_type)
     if not kept and extractor is None:
-        return Result(task.id, task.url, Outcome.OK.value, content_type=content_type, http_status=status, kept=False)
+        return Result(task.id, task.url, Outcome.OK, content_type=content_type, http_status=status, kept=False)
     _check_declared_length(response, policy)
     relative = relative_path_for(task.url, content_type)
     if kept:
@@ -205,7 +205,7 @@ def _save(response: requests.Response, task: Task, policy: Policy, output: Outpu
     return Result(
         task.id,
         task.url,
-        Outcome.OK.value,
+        Outcome.OK,
         path=relative if kept else None,
         bytes=size,
         sha256=digest,
@@ -223,25 +223,25 @@ def _fetch_robots(session: requests.Session, task: Task, policy: Policy, transfe
     try:
         with _get(session, task.url, policy, transfer) as response:
             unsuccessful = _unsuccessful(response, task)
-            if unsuccessful is not None and unsuccessful.outcome == Outcome.RETRY.value:
+            if unsuccessful is not None and unsuccessful.outcome == Outcome.RETRY:
                 return unsuccessful
             if unsuccessful is not None:  # no robots.txt: everything is allowed (RFC 9309)
-                return Result(task.id, task.url, Outcome.OK.value, http_status=response.status_code, robots="")
+                return Result(task.id, task.url, Outcome.OK, http_status=response.status_code, robots="")
             body = response.raw.read(policy.robots_max_bytes, decode_content=True)
             transfer.check_not_cut()
             return Result(
                 task.id,
                 task.url,
-                Outcome.OK.value,
+                Outcome.OK,
                 http_status=response.status_code,
                 robots=body.decode("utf-8", errors="replace"),
             )
     except (requests.TooManyRedirects, BadTarget):
-        return Result(task.id, task.url, Outcome.OK.value, robots="")
+        return Result(task.id, task.url, Outcome.OK, robots="")
     except TransferAborted as error:
-        return Result(task.id, task.url, Outcome.RETRY.value, error=str(error))
+        return Result(task.id, task.url, Outcome.RETRY, error=str(error))
     except (requests.RequestException, urllib3.exceptions.HTTPError) as error:
-        return Result(task.id, task.url, Outcome.RETRY.value, error=_describe(error))
+        return Result(task.id, task.url, Outcome.RETRY, error=_describe(error))
 
 
 def _check_declared_length(response: requests.Response, policy: Policy) -> None:

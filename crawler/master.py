@@ -22,7 +22,7 @@ from typing import TextIO
 from .errors import CrawlerError, UsageError
 from .frontier import Frontier, ResultQueueView, TaskQueueView
 from .links import resolve_links
-from .messages import Outcome, Policy, Result, Task
+from .messages import Outcome, Policy, Result, Status, Task
 from .mime import is_html
 from .progress import CrawlCounts, Progress
 from .queues import QueueServer, format_address
@@ -165,8 +165,8 @@ class Master:
 
     def _init_counts(self) -> None:
         by_status = self.state.counts()
-        self.counts.ok = by_status.get("ok", 0)
-        self.counts.failed = by_status.get("failed", 0) + self.invalid_seeds
+        self.counts.ok = by_status.get(Status.OK, 0)
+        self.counts.failed = by_status.get(Status.FAILED, 0) + self.invalid_seeds
         self.counts.total = sum(by_status.values()) + self.invalid_seeds
 
     def _load_seed_chunk(self) -> None:
@@ -260,7 +260,7 @@ class Master:
 
     def _handle_result(self, result: Result, finals: list[FinalRecord], retries: list[tuple[int, int]]) -> None:
         is_robots = self.robots is not None and self.robots.is_robots_task(result.id)
-        if result.outcome == Outcome.RETRY.value and result.attempt < self.policy.max_attempts:
+        if result.outcome == Outcome.RETRY and result.attempt < self.policy.max_attempts:
             delay = retry_delay(result.attempt, result.retry_after, self.policy, self._rng)
             logger.debug("master: %s: %s; retry %d in %.1f s", result.url, result.error, result.attempt, delay)
             depth = self._origins.get(result.id, (0, None))[0]
@@ -273,32 +273,31 @@ class Master:
         depth, parent = self._origins.pop(result.id, (0, None))
         if result.links and depth < self.policy.depth:
             self._add_links(result, depth)
-        status = "ok" if result.outcome == Outcome.OK.value else "failed"
+        status = Status.OK if result.outcome == Outcome.OK else Status.FAILED
         error = result.error
-        if result.outcome == Outcome.RETRY.value:
+        if result.outcome == Outcome.RETRY:
             error = f"{error} (gave up after {result.attempt} attempts)"
-        size = result.bytes if status == "ok" else None
         finals.append(
             FinalRecord(
-                result.id,
-                result.url,
-                status,
-                result.path,
-                size,
-                result.sha256,
-                result.content_type,
-                result.http_status,
-                error,
-                result.attempt,
-                result.worker,
-                depth,
-                parent,
-                result.kept,
-                links_followed=status == "ok" and depth < self.policy.depth and is_html(result.content_type),
+                id=result.id,
+                url=result.url,
+                status=status,
+                path=result.path,
+                bytes=result.bytes if status == Status.OK else None,
+                sha256=result.sha256,
+                content_type=result.content_type,
+                http_status=result.http_status,
+                error=error,
+                attempts=result.attempt,
+                worker=result.worker,
+                depth=depth,
+                parent=parent,
+                kept=result.kept,
+                links_followed=status == Status.OK and depth < self.policy.depth and is_html(result.content_type),
             )
         )
         self._count_final(status, result.bytes)
-        if status == "failed":
+        if status == Status.FAILED:
             logger.warning("failed: %s: %s", result.url, error)
 
     def _handle_expired(self, task: Task, finals: list[FinalRecord], retries: list[tuple[int, int]]) -> None:
@@ -309,11 +308,11 @@ class Master:
             return
         error = f"no result after {task.attempt} attempts: the worker died or stalled each time"
         if self.robots is not None and self.robots.is_robots_task(task.id):
-            self._apply_robots(Result(task.id, task.url, Outcome.FAILED.value, error=error), finals)
+            self._apply_robots(Result(task.id, task.url, Outcome.FAILED, error=error), finals)
             return
         depth, parent = self._origins.pop(task.id, (0, None))
         finals.append(FinalRecord.failure(task.url, error, task.attempt, row_id=task.id, depth=depth, parent=parent))
-        self._count_final("failed", 0)
+        self._count_final(Status.FAILED, 0)
         logger.warning("failed: %s: %s", task.url, error)
 
     def _add_links(self, page: Result, depth: int) -> None:
@@ -349,11 +348,11 @@ class Master:
             finals.append(
                 FinalRecord.failure(task.url, reason, task.attempt - 1, row_id=task.id, depth=depth, parent=parent)
             )
-            self._count_final("failed", 0)
+            self._count_final(Status.FAILED, 0)
             logger.info("skipped: %s: %s", task.url, reason)
 
-    def _count_final(self, status: str, size: int | None) -> None:
-        if status == "ok":
+    def _count_final(self, status: Status, size: int | None) -> None:
+        if status == Status.OK:
             self.counts.ok += 1
             self.counts.bytes += size or 0
         else:

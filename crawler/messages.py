@@ -14,11 +14,11 @@ from typing import Any, NamedTuple
 
 from . import __version__
 
-__all__ = ["Outcome", "Policy", "Result", "Task"]
+__all__ = ["Outcome", "Policy", "Result", "Status", "Task"]
 
 
 class Outcome(str, enum.Enum):
-    """What one attempt at a URL came to.
+    """What one attempt at a URL came to, as a worker reports it.
 
     ``OK`` and ``FAILED`` are final; ``RETRY`` asks the master to try again
     later (429, 5xx, network errors, truncated bodies).
@@ -27,6 +27,17 @@ class Outcome(str, enum.Enum):
     OK = "ok"
     FAILED = "failed"
     RETRY = "retry"
+
+
+class Status(str, enum.Enum):
+    """Where a URL stands in the crawl: the words of the state's SQL and the manifest's ``status``.
+
+    A ``str`` enum: it is stored, compared and written to JSON as its plain value.
+    """
+
+    PENDING = "pending"
+    OK = "ok"
+    FAILED = "failed"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -101,7 +112,7 @@ class Result(NamedTuple):
 
     id: int
     url: str
-    outcome: str
+    outcome: Outcome
     path: str | None = None
     bytes: int = 0
     sha256: str | None = None

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from protego import Protego
 
 from .links import host_of
-from .messages import Result, Task
+from .messages import Outcome, Result, Task
 
 __all__ = ["MAX_CRAWL_DELAY", "RobotsGate", "RobotsVerdict"]
 
@@ -71,7 +71,7 @@ class RobotsGate:
     def learn(self, result: Result) -> RobotsVerdict:
         """Take a robots task's final result; release that host's waiting URLs."""
         host = self._robots_ids.pop(result.id)
-        if result.outcome == "ok" and result.robots is not None:
+        if result.outcome == Outcome.OK and result.robots is not None:
             self._rules[host] = Protego.parse(result.robots)
         else:
             self._rules[host] = None

@@ -16,8 +16,10 @@ out of the way of the host folders.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
+import operator
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .errors import OutputError
+from .messages import Status
 from .mime import is_html
 
 __all__ = ["CrawlState", "FinalRecord", "Manifest", "PendingRow", "Reopened"]
@@ -34,52 +37,85 @@ logger = logging.getLogger(__name__)
 STATE_FOLDER = ".crawler"
 MANIFEST_NAME = "manifest.jsonl"
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS urls (
-    id INTEGER PRIMARY KEY,
-    url TEXT NOT NULL UNIQUE,
-    status TEXT NOT NULL DEFAULT 'pending',
-    attempts INTEGER NOT NULL DEFAULT 0,
-    path TEXT,
-    bytes INTEGER,
-    sha256 TEXT,
-    content_type TEXT,
-    http_status INTEGER,
-    error TEXT,
-    worker TEXT,
-    depth INTEGER NOT NULL DEFAULT 0,
-    parent TEXT,
-    kept INTEGER NOT NULL DEFAULT 1,
-    links_followed INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS urls_status ON urls(status, id);
-"""
-MANIFEST_KEYS = (
-    "url",
-    "status",
-    "path",
-    "bytes",
-    "sha256",
-    "content_type",
-    "http_status",
-    "error",
-    "attempts",
-    "worker",
-    "depth",
-    "parent",
-    "kept",
+
+def _column(sql: str, *, inserted: bool = False, manifest: bool = True) -> dict[str, Any]:
+    """Describe a FinalRecord field as a column of the urls table.
+
+    Args:
+        sql: the column's type and constraints.
+        inserted: set when the URL is added and never changed by a result.
+        manifest: written to manifest.jsonl.
+    """
+    return {"sql": sql, "inserted": inserted, "manifest": manifest}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class FinalRecord:
+    """A URL's final state: one row of the urls table and one manifest line.
+
+    The one schema of the crawl state: the table, the SQL and the manifest's
+    keys are derived from these fields. A new field is a line here.
+    """
+
+    id: int = 0
+    url: str = dataclasses.field(metadata=_column("TEXT NOT NULL UNIQUE", inserted=True))
+    status: Status = dataclasses.field(metadata=_column(f"TEXT NOT NULL DEFAULT '{Status.PENDING.value}'"))
+    path: str | None = dataclasses.field(default=None, metadata=_column("TEXT"))
+    bytes: int | None = dataclasses.field(default=None, metadata=_column("INTEGER"))
+    sha256: str | None = dataclasses.field(default=None, metadata=_column("TEXT"))
+    content_type: str | None = dataclasses.field(default=None, metadata=_column("TEXT"))
+    http_status: int | None = dataclasses.field(default=None, metadata=_column("INTEGER"))
+    error: str | None = dataclasses.field(default=None, metadata=_column("TEXT"))
+    attempts: int = dataclasses.field(default=0, metadata=_column("INTEGER NOT NULL DEFAULT 0"))
+    worker: str | None = dataclasses.field(default=None, metadata=_column("TEXT"))
+    depth: int = dataclasses.field(default=0, metadata=_column("INTEGER NOT NULL DEFAULT 0", inserted=True))
+    parent: str | None = dataclasses.field(default=None, metadata=_column("TEXT", inserted=True))
+    kept: bool = dataclasses.field(default=True, metadata=_column("INTEGER NOT NULL DEFAULT 1"))
+    links_followed: bool = dataclasses.field(
+        default=False, metadata=_column("INTEGER NOT NULL DEFAULT 0", manifest=False)
+    )
+    """True for a page whose links were queued; a deeper crawl later reads the others again."""
+
+    @classmethod
+    def failure(
+        cls, url: str, error: str, attempts: int, *, row_id: int = 0, depth: int = 0, parent: str | None = None
+    ) -> FinalRecord:
+        """Return the record of a URL that failed without a response worth keeping."""
+        return cls(
+            id=row_id,
+            url=url,
+            status=Status.FAILED,
+            error=error,
+            attempts=attempts,
+            depth=depth,
+            parent=parent,
+            kept=False,
+        )
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> FinalRecord:
+        """Rebuild a record from ``SELECT id, <COLUMNS>``."""
+        values = dict(zip(("id", *COLUMNS), row, strict=True))
+        values["status"] = Status(values["status"])
+        values["kept"] = bool(values["kept"])
+        values["links_followed"] = bool(values["links_followed"])
+        return cls(**values)
+
+    def to_manifest(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in MANIFEST_KEYS}
+
+
+_FIELDS = [field for field in dataclasses.fields(FinalRecord) if field.name != "id"]
+COLUMNS = tuple(field.name for field in _FIELDS)
+MANIFEST_KEYS = tuple(field.name for field in _FIELDS if field.metadata["manifest"])
+SAVED_COLUMNS = tuple(field.name for field in _FIELDS if not field.metadata["inserted"])
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS urls (id INTEGER PRIMARY KEY, "
+    + ", ".join(f"{field.name} {field.metadata['sql']}" for field in _FIELDS)
+    + ");\nCREATE INDEX IF NOT EXISTS urls_status ON urls(status, id);"
 )
-# Columns added after the first release, with their definitions, for databases made before.
-LATER_COLUMNS = {
-    "depth": "INTEGER NOT NULL DEFAULT 0",
-    "parent": "TEXT",
-    "kept": "INTEGER NOT NULL DEFAULT 1",
-    "links_followed": "INTEGER NOT NULL DEFAULT 0",
-}
-FINAL_COLUMNS = (
-    "id, url, status, path, bytes, sha256, content_type, http_status, error, attempts, worker, depth, parent, kept, "
-    "links_followed"
-)
+SAVE_SQL = f"UPDATE urls SET {', '.join(f'{name}=?' for name in SAVED_COLUMNS)} WHERE id=?"
+_saved_values = operator.attrgetter(*SAVED_COLUMNS, "id")
 
 
 class PendingRow(NamedTuple):
@@ -88,39 +124,6 @@ class PendingRow(NamedTuple):
     attempts: int
     depth: int
     parent: str | None
-
-
-class FinalRecord(NamedTuple):
-    """A URL's final state, as stored and as written to the manifest."""
-
-    id: int
-    url: str
-    status: str
-    path: str | None
-    bytes: int | None
-    sha256: str | None
-    content_type: str | None
-    http_status: int | None
-    error: str | None
-    attempts: int
-    worker: str | None
-    depth: int = 0
-    parent: str | None = None
-    kept: bool = True
-    links_followed: bool = False
-    """True for a page whose links were queued; a deeper crawl later reads the others again."""
-
-    @classmethod
-    def failure(
-        cls, url: str, error: str, attempts: int, row_id: int = 0, depth: int = 0, parent: str | None = None
-    ) -> FinalRecord:
-        """Return the record of a URL that failed without a response worth keeping."""
-        return cls(row_id, url, "failed", None, None, None, None, None, error, attempts, None, depth, parent, False)
-
-    def to_manifest(self) -> dict[str, Any]:
-        record = {key: getattr(self, key) for key in MANIFEST_KEYS}
-        record["kept"] = bool(self.kept)
-        return record
 
 
 class Reopened(NamedTuple):
@@ -152,10 +155,11 @@ class CrawlState:
             raise OutputError(f"cannot use the crawl state {self.path}: {error}") from None
 
     def _add_later_columns(self) -> None:
+        """Give a state made by an earlier version the columns added since."""
         present = {row[1] for row in self._db.execute("PRAGMA table_info(urls)")}
-        for name, definition in LATER_COLUMNS.items():
-            if name not in present:
-                self._db.execute(f"ALTER TABLE urls ADD COLUMN {name} {definition}")
+        for field in _FIELDS:
+            if field.name not in present:
+                self._db.execute(f"ALTER TABLE urls ADD COLUMN {field.name} {field.metadata['sql']}")
 
     def close(self) -> None:
         self._db.close()
@@ -175,72 +179,52 @@ class CrawlState:
         pages above ``depth`` whose links an earlier, shallower crawl did not follow."""
         with self._transaction():
             failed = self._db.execute(
-                "UPDATE urls SET status='pending', attempts=0, error=NULL WHERE status='failed'"
+                "UPDATE urls SET status=?, attempts=0, error=NULL WHERE status=?", (Status.PENDING, Status.FAILED)
             ).rowcount
             missing = [
-                (row_id,)
-                for row_id, path in self._db.execute("SELECT id, path FROM urls WHERE status='ok' AND kept")
+                (Status.PENDING, row_id)
+                for row_id, path in self._db.execute("SELECT id, path FROM urls WHERE status=? AND kept", (Status.OK,))
                 if not path or not (root / path).is_file()
             ]
-            self._db.executemany("UPDATE urls SET status='pending', attempts=0 WHERE id=?", missing)
+            self._db.executemany("UPDATE urls SET status=?, attempts=0 WHERE id=?", missing)
             pages = [
-                (row_id,)
+                (Status.PENDING, row_id)
                 for row_id, content_type in self._db.execute(
-                    "SELECT id, content_type FROM urls WHERE status='ok' AND NOT links_followed AND depth<?", (depth,)
+                    "SELECT id, content_type FROM urls WHERE status=? AND NOT links_followed AND depth<?",
+                    (Status.OK, depth),
                 )
                 if is_html(content_type)
             ]
-            self._db.executemany("UPDATE urls SET status='pending', attempts=0 WHERE id=?", pages)
+            self._db.executemany("UPDATE urls SET status=?, attempts=0 WHERE id=?", pages)
         return Reopened(failed, len(missing), len(pages))
 
     def pending_after(self, last_id: int, limit: int) -> list[PendingRow]:
         """Return up to ``limit`` pending URLs with ids above ``last_id``, in id order."""
         rows = self._db.execute(
-            "SELECT id, url, attempts, depth, parent FROM urls WHERE status='pending' AND id>? ORDER BY id LIMIT ?",
-            (last_id, limit),
+            "SELECT id, url, attempts, depth, parent FROM urls WHERE status=? AND id>? ORDER BY id LIMIT ?",
+            (Status.PENDING, last_id, limit),
         )
         return [PendingRow(*row) for row in rows]
 
     def save(self, finals: Iterable[FinalRecord], attempts: Iterable[tuple[int, int]] = ()) -> None:
         """Store final states and the attempt counts of URLs that will be retried."""
         with self._transaction():
-            self._db.executemany(
-                "UPDATE urls SET status=?, path=?, bytes=?, sha256=?, content_type=?, "
-                "http_status=?, error=?, attempts=?, worker=?, kept=?, links_followed=? WHERE id=?",
-                (
-                    (
-                        r.status,
-                        r.path,
-                        r.bytes,
-                        r.sha256,
-                        r.content_type,
-                        r.http_status,
-                        r.error,
-                        r.attempts,
-                        r.worker,
-                        r.kept,
-                        r.links_followed,
-                        r.id,
-                    )
-                    for r in finals
-                ),
-            )
+            self._db.executemany(SAVE_SQL, map(_saved_values, finals))
             self._db.executemany(
                 "UPDATE urls SET attempts=? WHERE id=?", ((count, row_id) for row_id, count in attempts)
             )
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[Status, int]:
         """Return the number of URLs in each status."""
-        return dict(self._db.execute("SELECT status, count(*) FROM urls GROUP BY status").fetchall())
+        rows = self._db.execute("SELECT status, count(*) FROM urls GROUP BY status")
+        return {Status(status): count for status, count in rows}
 
     def final_records(self) -> Iterator[FinalRecord]:
         """Yield every URL that reached a final state, in id order."""
-        yield from (
-            FinalRecord(*row)
-            for row in self._db.execute(
-                f"SELECT {FINAL_COLUMNS} FROM urls WHERE status IN ('ok', 'failed') ORDER BY id"
-            )
+        rows = self._db.execute(
+            f"SELECT id, {', '.join(COLUMNS)} FROM urls WHERE status IN (?, ?) ORDER BY id", (Status.OK, Status.FAILED)
         )
+        yield from map(FinalRecord.from_row, rows)
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db, self.path)

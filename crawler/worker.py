@@ -227,7 +227,7 @@ class Worker:
         except Exception as error:
             logger.exception("worker %s: download of %s raised", self.config.name, task.url)
             reason = f"unexpected error: {type(error).__name__}: {error}"[:300]
-            return Result(task.id, task.url, Outcome.FAILED.value, error=reason, worker=self.config.name)
+            return Result(task.id, task.url, Outcome.FAILED, error=reason, worker=self.config.name)
 
     def _send_loop(self) -> None:
         """Deliver results in batches and renew leases; survive reconnects."""

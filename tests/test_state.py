@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import sqlite3
 from pathlib import Path
@@ -5,11 +6,23 @@ from pathlib import Path
 import pytest
 
 from crawler.errors import OutputError
-from crawler.state import CrawlState, FinalRecord, Manifest
+from crawler.messages import Status
+from crawler.state import COLUMNS, MANIFEST_KEYS, SCHEMA, CrawlState, FinalRecord, Manifest
 
 
 def ok_record(row_id: int, url: str, path: str) -> FinalRecord:
-    return FinalRecord(row_id, url, "ok", path, 3, "abc", "image/png", 200, None, 1, "w1")
+    return FinalRecord(
+        id=row_id,
+        url=url,
+        status=Status.OK,
+        path=path,
+        bytes=3,
+        sha256="abc",
+        content_type="image/png",
+        http_status=200,
+        attempts=1,
+        worker="w1",
+    )
 
 
 def test_add_urls_dedups_and_pending_pages_in_id_order(tmp_path: Path) -> None:
@@ -46,11 +59,24 @@ def test_a_deeper_crawl_reopens_the_pages_whose_links_were_not_followed(tmp_path
     state.add_urls(["http://a/p1.html", "http://a/x.png"], depth=1, parent="http://a/")
     state.add_urls(["http://a/p2.html"], depth=2, parent="http://a/p1.html")
     html = "text/html; charset=utf-8"
-    page = FinalRecord(1, "http://a/", "ok", None, 9, "h", html, 200, None, 1, "w", 0, None, False, True)
-    edge = FinalRecord(2, "http://a/p1.html", "ok", None, 9, "h", html, 200, None, 1, "w", 1, "http://a/", False)
-    image = FinalRecord(3, "http://a/x.png", "ok", None, 9, "h", "image/png", 200, None, 1, "w", 1, "http://a/", False)
-    deep = FinalRecord(4, "http://a/p2.html", "ok", None, 9, "h", html, 200, None, 1, "w", 2, "http://a/p1.html", False)
-    state.save([page, edge, image, deep])
+
+    def page(row_id: int, url: str, content_type: str, depth: int, parent: str | None, followed: bool) -> FinalRecord:
+        return FinalRecord(
+            id=row_id,
+            url=url,
+            status=Status.OK,
+            content_type=content_type,
+            depth=depth,
+            parent=parent,
+            kept=False,
+            links_followed=followed,
+        )
+
+    root = page(1, "http://a/", html, 0, None, True)
+    edge = page(2, "http://a/p1.html", html, 1, "http://a/", False)
+    image = page(3, "http://a/x.png", "image/png", 1, "http://a/", False)
+    deep = page(4, "http://a/p2.html", html, 2, "http://a/p1.html", False)
+    state.save([root, edge, image, deep])
     assert state.reopen_for_resume(tmp_path, depth=1) == (0, 0, 0)  # the same depth: nothing to read again
     # Depth 2: p1.html (depth 1) must be read for its links; p2.html (depth 2) may stay a leaf.
     assert state.reopen_for_resume(tmp_path, depth=2) == (0, 0, 1)
@@ -184,3 +210,28 @@ def test_a_file_that_is_not_a_crawl_state_is_refused(tmp_path: Path) -> None:
     (tmp_path / ".crawler" / "state.db").write_bytes(b"not a database" * 100)
     with pytest.raises(OutputError, match=r"cannot use the crawl state .*: file is not a database"):
         CrawlState(tmp_path)
+
+
+def test_the_table_and_the_manifest_follow_the_record() -> None:
+    assert tuple(field.name for field in dataclasses.fields(FinalRecord))[1:] == COLUMNS
+    assert set(MANIFEST_KEYS) == set(COLUMNS) - {"links_followed"}
+    assert all(f" {name} " in SCHEMA for name in COLUMNS)
+
+
+def test_a_state_made_before_later_columns_gains_them(tmp_path: Path) -> None:
+    (tmp_path / ".crawler").mkdir()
+    old = sqlite3.connect(tmp_path / ".crawler" / "state.db")
+    old.execute("CREATE TABLE urls (id INTEGER PRIMARY KEY, url TEXT NOT NULL UNIQUE, status TEXT NOT NULL "
+                "DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0, path TEXT, bytes INTEGER, sha256 TEXT, "
+                "content_type TEXT, http_status INTEGER, error TEXT, worker TEXT)")  # fmt: skip
+    old.execute("INSERT INTO urls(url, status, path, attempts) VALUES ('http://a/1', 'ok', 'x.png', 1)")
+    old.commit()
+    old.close()
+    [record] = list(CrawlState(tmp_path).final_records())
+    assert (record.url, record.status, record.depth, record.kept, record.links_followed) == (
+        "http://a/1",
+        Status.OK,
+        0,
+        True,
+        False,
+    )
