@@ -19,18 +19,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__
+from .broker.transport import parse_address
 from .errors import CrawlerError, UsageError
 from .messages import Policy, Status
-from .queues import format_address, parse_address
 from .rules import Scope, parse_patterns
-from .seeds import open_seeds
+from .seeds import open_seeds, read_seeds
 
 if TYPE_CHECKING:
-    from .master import Master, MasterConfig
+    from .master import Master
 
 # The master's and the worker's modules are imported by the commands that use them:
 # a worker process need not load the master's, and the master need not load requests.
@@ -311,23 +312,26 @@ def build_policy(args: argparse.Namespace) -> Policy:
     )
 
 
-def _master_config(args: argparse.Namespace, bind: tuple[str, int], authkey: bytes) -> MasterConfig:
-    from .master import MasterConfig
+def open_master(args: argparse.Namespace, bind: tuple[str, int], authkey: bytes, stack: ExitStack) -> Master:
+    """Build the master and its collaborators; ``stack`` closes each one, however far this got."""
+    from .backlog import Backlog
+    from .broker.manager import ManagerBroker
+    from .master import Master, MasterConfig
+    from .output import CrawlOutput
+    from .robots import RobotsGate
 
+    policy = build_policy(args)
     crawling = args.depth > 0
     per_host = args.per_host if args.per_host is not None else (CRAWL_PER_HOST if crawling else 0)
-    return MasterConfig(
-        output=args.output,
-        bind=bind,
-        authkey=authkey,
-        policy=build_policy(args),
-        show_progress=not args.quiet,
-        scope=Scope(span_hosts=args.span_hosts, domains=args.domains),
-        max_urls=args.max_urls,
-        obey_robots=crawling and not args.ignore_robots,
-        per_host=per_host,
-        host_delay=args.delay,
-    )
+    seeds = stack.enter_context(open_seeds(args.seeds))
+    output = CrawlOutput.open(args.output, policy.depth, policy.lease_seconds)
+    stack.callback(output.close)
+    broker = ManagerBroker(bind, authkey, policy, per_host=per_host, host_delay=args.delay)
+    stack.callback(broker.shutdown)
+    scope = Scope(span_hosts=args.span_hosts, domains=args.domains)
+    config = MasterConfig(policy=policy, show_progress=not args.quiet, max_urls=args.max_urls)
+    robots = RobotsGate(policy.agent) if crawling and not args.ignore_robots else None
+    return Master(config, output, broker, Backlog(output.state, read_seeds(seeds), scope), scope, robots)
 
 
 def _print_summary(args: argparse.Namespace, master: Master) -> None:
@@ -337,11 +341,9 @@ def _print_summary(args: argparse.Namespace, master: Master) -> None:
 
 def command_master(args: argparse.Namespace) -> int:
     authkey = read_authkey(args.authkey_file)
-    config = _master_config(args, args.bind, authkey)
-    from .master import Master
-
-    with open_seeds(args.seeds) as seeds, Master(config, seeds) as master:
-        logger.info("master: serving on %s", format_address(master.server.address))
+    with ExitStack() as stack:
+        master = open_master(args, args.bind, authkey, stack)
+        logger.info("master: serving on %s", master.broker.address)
         status = master.run()
     _print_summary(args, master)
     return status
@@ -349,16 +351,11 @@ def command_master(args: argparse.Namespace) -> int:
 
 def command_worker(args: argparse.Namespace) -> int:
     authkey = read_authkey(args.authkey_file)
+    from .broker.manager import ManagerConnector
     from .worker import Worker, WorkerConfig
 
-    config = WorkerConfig(
-        connect=args.connect,
-        authkey=authkey,
-        output=args.output,
-        threads=args.threads,
-        connect_seconds=args.connect_timeout,
-    )
-    return Worker(config).run()
+    config = WorkerConfig(output=args.output, threads=args.threads, connect_seconds=args.connect_timeout)
+    return Worker(config, ManagerConnector(args.connect, authkey)).run()
 
 
 def command_manifest(args: argparse.Namespace) -> int:
@@ -385,11 +382,9 @@ def command_manifest(args: argparse.Namespace) -> int:
 def command_run(args: argparse.Namespace) -> int:
     """A master on a free loopback port, a random key, and ``--workers`` local workers."""
     authkey = secrets.token_hex(32).encode()
-    config = _master_config(args, ("127.0.0.1", 0), authkey)
-    from .master import Master
-
-    with open_seeds(args.seeds) as seeds, Master(config, seeds) as master:
-        workers = _start_local_workers(args, master.server.address, authkey)
+    with ExitStack() as stack:
+        master = open_master(args, ("127.0.0.1", 0), authkey, stack)
+        workers = _start_local_workers(args, master.broker.address, authkey)
         try:
             master.watch(lambda: _check_local_workers(workers))
             status = master.run()
@@ -400,9 +395,7 @@ def command_run(args: argparse.Namespace) -> int:
     return status
 
 
-def _start_local_workers(
-    args: argparse.Namespace, address: tuple[str, int], authkey: bytes
-) -> list[subprocess.Popen[bytes]]:
+def _start_local_workers(args: argparse.Namespace, address: str, authkey: bytes) -> list[subprocess.Popen[bytes]]:
     # The key travels in the environment, never in argv (visible to every user in ps).
     env = {**os.environ, AUTHKEY_ENV: authkey.decode()}
     command = [
@@ -411,7 +404,7 @@ def _start_local_workers(
         "crawler",
         "worker",
         "--connect",
-        format_address(address),
+        address,
         "-o",
         str(args.output),
         "-t",

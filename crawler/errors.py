@@ -10,7 +10,8 @@ from :class:`CrawlerError`::
      └── MasterError         problems talking to or serving the master
           ├── AuthenticationFailed   the authkeys do not match
           ├── AddressInUse           the master's port is taken
-          └── MasterUnreachable      no master answered in time
+          ├── MasterUnreachable      no master answered in time
+          └── ConnectionLost         the connection broke mid-crawl (a worker reconnects)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 __all__ = [
     "AddressInUse",
     "AuthenticationFailed",
+    "ConnectionLost",
     "CrawlerError",
     "MasterError",
     "MasterUnreachable",
@@ -52,3 +54,7 @@ class AddressInUse(MasterError):
 
 class MasterUnreachable(MasterError):
     """No master answered at the address within the allowed time."""
+
+
+class ConnectionLost(MasterError):
+    """The connection to the master broke; the worker tries to connect again."""

@@ -105,6 +105,8 @@ class Task(NamedTuple):
     attempt: int
     depth: int = 0
     robots: bool = False
+    parent: str | None = None
+    """The page the URL was found on, for its manifest line (workers ignore it)."""
 
 
 class Result(NamedTuple):

@@ -39,6 +39,25 @@ class CrawlCounts:
     def done(self) -> int:
         return self.ok + self.failed
 
+    def known(self, count: int) -> None:
+        """Count URLs the crawl has just learnt of (seeds, links)."""
+        self.total += count
+
+    def finished(self, ok: bool, size: int | None = None) -> None:
+        """Count one URL that reached its final state in this run."""
+        if ok:
+            self.ok += 1
+            self.bytes += size or 0
+        else:
+            self.failed += 1
+        self.done_this_run += 1
+
+    def refused_lines(self, count: int) -> None:
+        """Count invalid seed lines: known, failed, done in this run."""
+        self.total += count
+        self.failed += count
+        self.done_this_run += count
+
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 

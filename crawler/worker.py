@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import AuthenticationFailed, MasterUnreachable
+from .broker import Connector, WorkerLink
+from .errors import ConnectionLost, MasterUnreachable
 from .fetch import fetch, make_session
 from .messages import Outcome, Policy, Result, Task
-from .queues import CONNECTION_ERRORS, MasterLink, format_address
 from .storage import OutputFolder, check_output_folder
 from .transfer import Watchdog
 
@@ -45,10 +45,8 @@ FINISH_SECONDS = 3.0
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class WorkerConfig:
-    """What a worker needs: where the master is, the key, where to write."""
+    """What a worker needs besides its way to the master: where to write, how many threads."""
 
-    connect: tuple[str, int]
-    authkey: bytes
     output: Path
     threads: int = 16
     connect_seconds: float = 60.0
@@ -57,7 +55,7 @@ class WorkerConfig:
 
 
 class _TaskQueue:
-    """The master's task queue as this worker's loop uses it: the proxy, minus a round trip.
+    """The master's task queue as this worker's loop uses it: the link, minus a round trip.
 
     Right after a ``get`` that returned tasks the crawl cannot be over (those
     tasks are in play until their results arrive), so ``empty()`` answers
@@ -66,18 +64,18 @@ class _TaskQueue:
     in case its leases expired meanwhile.
     """
 
-    def __init__(self, proxy: Any) -> None:
-        self._proxy = proxy
+    def __init__(self, link: WorkerLink) -> None:
+        self._link = link
         self._last_batch_at = -GET_TIMEOUT
 
     def empty(self) -> bool:
         if time.monotonic() - self._last_batch_at < GET_TIMEOUT:
             return False
-        return bool(self._proxy.empty())
+        return self._link.empty()
 
     def get(self, block: bool, timeout: float, limit: int, extra: int) -> list[Task]:
         try:
-            batch: list[Task] = self._proxy.get(block, timeout, limit, extra)
+            batch = self._link.get(block, timeout, limit, extra)
         except queue.Empty:
             self._last_batch_at = -GET_TIMEOUT  # nothing came: the next empty() asks the master
             raise
@@ -124,27 +122,28 @@ class _Slots:
 class Worker:
     """One worker process: a task loop, download threads, a sender thread."""
 
-    def __init__(self, config: WorkerConfig) -> None:
+    def __init__(self, config: WorkerConfig, connector: Connector) -> None:
         self.config = config
+        self._connector = connector
         check_output_folder(config.output)
         self._downloads: queue.Queue[Task | None] = queue.Queue()
         self._results: queue.Queue[Result] = queue.Queue()
         self._slots = _Slots(config.threads)
         self._output = OutputFolder(config.output)
         self._stopping = threading.Event()
-        self._link: MasterLink | None = None
+        self._link: WorkerLink | None = None
         self._watchdog: Watchdog | None = None
         self.policy = Policy()
 
     def run(self) -> int:
         """Work until the master says the crawl is over; return 0, or raise CrawlerError."""
         link = self._connect()
-        self.policy = Policy.from_wire(link.task.policy())
+        try:
+            self.policy = link.policy()
+        except ConnectionLost as error:
+            raise MasterUnreachable(str(error)) from None
         logger.info(
-            "worker %s: connected to %s with %d threads",
-            self.config.name,
-            format_address(self.config.connect),
-            self.config.threads,
+            "worker %s: connected to %s with %d threads", self.config.name, self._connector.where, self.config.threads
         )
         threads = [
             threading.Thread(target=self._download_loop, daemon=True, name=f"download-{index}")
@@ -182,16 +181,15 @@ class Worker:
         while True:
             link = self._link or self._connect()
             try:
-                self._drain(link.task)
+                self._drain(link)
                 return
-            except CONNECTION_ERRORS as error:
-                reason = str(error) or type(error).__name__
-                logger.warning("worker %s: lost the master (%s); reconnecting", self.config.name, reason)
+            except ConnectionLost as error:
+                logger.warning("worker %s: %s; reconnecting", self.config.name, error)
                 self._link = None
 
-    def _drain(self, proxy: Any) -> None:
+    def _drain(self, link: WorkerLink) -> None:
         """The seed design's loop: get a batch, hand it to the download threads."""
-        task = _TaskQueue(proxy)
+        task = _TaskQueue(link)
         while not task.empty():
             # Bounded: a worker busy with long downloads must still hear that the crawl is over.
             idle, extra = self._slots.wait_for_idle(GET_TIMEOUT)
@@ -243,12 +241,12 @@ class Worker:
                 continue
             try:
                 if pending:
-                    link.result.put(pending)
+                    link.put(pending)
                     pending = []
                 if time.monotonic() - last_renewal > self.policy.lease_seconds / 3:
-                    link.task.renew()
+                    link.renew()
                     last_renewal = time.monotonic()
-            except CONNECTION_ERRORS:
+            except ConnectionLost:
                 if self._stopping.is_set():
                     return
                 time.sleep(SEND_EVERY_SECONDS)
@@ -268,20 +266,18 @@ class Worker:
             pass
         return batch
 
-    def _connect(self) -> MasterLink:
+    def _connect(self) -> WorkerLink:
         """Connect, retrying with backoff for ``connect_seconds``."""
         deadline = time.monotonic() + self.config.connect_seconds
         delay = 0.05
         while True:
             try:
-                self._link = MasterLink(self.config.connect, self.config.authkey, self.config.name, self.config.threads)
+                self._link = self._connector(self.config.name, self.config.threads)
                 return self._link
-            except AuthenticationFailed:
-                raise
             except MasterUnreachable:
                 if time.monotonic() + delay > deadline:
                     raise MasterUnreachable(
-                        f"no master at {format_address(self.config.connect)} after {self.config.connect_seconds:g} s"
+                        f"no master at {self._connector.where} after {self.config.connect_seconds:g} s"
                     ) from None
                 time.sleep(delay)
                 delay = min(delay * 2, RECONNECT_BACKOFF_MAX)
@@ -294,5 +290,5 @@ class Worker:
         try:
             returned = link.release_all()
             logger.warning("worker %s: interrupted; gave %d URLs back to the master", self.config.name, returned)
-        except CONNECTION_ERRORS as error:
+        except ConnectionLost as error:
             logger.warning("worker %s: interrupted; could not give URLs back (%s)", self.config.name, error)

@@ -16,6 +16,16 @@ from tests.site import Site
 WAIT_LIMIT = 30.0
 
 
+class Clock:
+    """A clock that moves only when a test moves it."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def wait_until(condition: Callable[[], bool], what: str, limit: float = WAIT_LIMIT) -> None:
     deadline = time.monotonic() + limit
     while not condition():

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import queue
-import random
 import threading
+import time
 
 import pytest
 
-from crawler.frontier import Frontier, ResultQueueView, TaskQueueView
-from crawler.master import retry_delay
-from crawler.messages import Policy, Result, Task
+from crawler.broker.frontier import Frontier
+from crawler.broker.manager import ResultQueueView, TaskQueueView
+from crawler.messages import Outcome, Result, Task
 
 
 class Clock:
@@ -26,7 +26,7 @@ def tasks(count: int) -> list[Task]:
 
 
 def ok(task: Task) -> Result:
-    return Result(task.id, task.url, "ok", attempt=task.attempt)
+    return Result(task.id, task.url, Outcome.OK, attempt=task.attempt)
 
 
 def test_get_hands_out_a_batch_and_leases_it() -> None:
@@ -35,7 +35,7 @@ def test_get_hands_out_a_batch_and_leases_it() -> None:
     view = TaskQueueView(frontier, {}, "w1", capacity=3)
     assert [task.id for task in view.get(True, 0)] == [1, 2, 3]
     assert [task.id for task in view.get(True, 0, 1)] == [4]
-    assert frontier.leased_count() == 4
+    assert frontier.counts().leased == 4
 
 
 def test_get_raises_queue_empty_when_nothing_is_ready() -> None:
@@ -54,8 +54,21 @@ def test_empty_is_false_until_the_master_says_the_crawl_is_over() -> None:
     assert view.empty()
 
 
+class WatchedClock:
+    """The real clock, which also says when the frontier last read it."""
+
+    def __init__(self) -> None:
+        self.read = threading.Event()
+
+    def __call__(self) -> float:
+        self.read.set()
+        return time.monotonic()
+
+
 def test_a_blocked_get_wakes_when_the_crawl_ends() -> None:
-    frontier = Frontier(lease_seconds=30)
+    clock = WatchedClock()
+    # Gets may block a minute here: only finish()'s wake-up can end this one within the test.
+    frontier = Frontier(lease_seconds=30, clock=clock, max_block=60)
     view = TaskQueueView(frontier, {}, "w1", capacity=1)
     raised: list[BaseException] = []
 
@@ -65,8 +78,12 @@ def test_a_blocked_get_wakes_when_the_crawl_ends() -> None:
         except queue.Empty as error:
             raised.append(error)
 
+    clock.read.clear()
     thread = threading.Thread(target=blocked_get)
     thread.start()
+    # get reads the clock holding the frontier's lock, which it lets go only to wait:
+    # finish() below can only run once get is waiting.
+    assert clock.read.wait(5)
     frontier.finish()
     thread.join(5)
     assert not thread.is_alive() and raised
@@ -85,7 +102,7 @@ def test_an_expired_lease_comes_back_and_renewal_prevents_it() -> None:
     clock.now += 20
     expired = frontier.expire_leases()
     assert [(lease.task.id, lease.worker) for lease in expired] == [(2, "dead")]
-    assert frontier.leased_count() == 1
+    assert frontier.counts().leased == 1
 
 
 def test_a_late_result_after_expiry_is_still_taken_once() -> None:
@@ -100,13 +117,14 @@ def test_a_late_result_after_expiry_is_still_taken_once() -> None:
     second = TaskQueueView(frontier, {}, "second", capacity=1).get(True, 0)
     ResultQueueView(frontier, "stopped").put([ok(task)])  # the stopped worker wakes up
     ResultQueueView(frontier, "second").put([ok(second[0])])  # a duplicate now
-    assert [result.worker for result in frontier.take_results()] == [""]
-    assert frontier.take_results() == [] and frontier.in_play_count() == 0
+    [(answered, result)] = frontier.take_results()
+    assert (answered.id, answered.attempt, result.attempt) == (task.id, 2, 1)  # in place of the re-issued attempt
+    assert frontier.take_results() == [] and frontier.counts().in_play == 0
 
 
 def test_results_for_unknown_ids_are_ignored() -> None:
     frontier = Frontier(lease_seconds=30)
-    ResultQueueView(frontier, "w").put([Result(99, "http://x/", "ok")])
+    ResultQueueView(frontier, "w").put([Result(99, "http://x/", Outcome.OK)])
     assert frontier.take_results() == []
 
 
@@ -126,10 +144,10 @@ def test_retries_wait_for_their_time() -> None:
     frontier = Frontier(lease_seconds=30, clock=clock)
     frontier.retry_later(Task(1, "http://x/", 2), delay=5)
     frontier.promote_due()
-    assert frontier.ready_count() == 0 and frontier.in_play_count() == 1
+    assert frontier.counts()[:2] == (0, 1)  # ready, in play
     clock.now += 5
     frontier.promote_due()
-    assert frontier.ready_count() == 1
+    assert frontier.counts().ready == 1
 
 
 def test_workers_not_told_lists_active_workers_until_they_ask() -> None:
@@ -141,17 +159,6 @@ def test_workers_not_told_lists_active_workers_until_they_ask() -> None:
     assert frontier.workers_not_told(active_within=30) == ["w1"]
     assert view.empty()
     assert frontier.workers_not_told(active_within=30) == []
-
-
-def test_retry_delay_grows_exponentially_with_jitter_and_honours_retry_after() -> None:
-    policy = Policy(backoff_base=1.0, backoff_max=60.0, retry_after_max=120.0)
-    rng = random.Random(1)
-    for attempt in range(1, 6):
-        delay = retry_delay(attempt, None, policy, rng)
-        assert 2 ** (attempt - 1) / 2 <= delay <= 2 ** (attempt - 1)
-    assert retry_delay(20, None, policy, rng) <= 60.0
-    assert retry_delay(1, 90.0, policy, rng) == 90.0
-    assert retry_delay(1, 10_000.0, policy, rng) == 120.0
 
 
 def host_tasks(host: str, first: int, count: int) -> list[Task]:
@@ -172,7 +179,7 @@ def test_per_host_cap_counts_leases_of_all_workers() -> None:
     frontier.add(host_tasks("h.example", 1, 5) + host_tasks("other.example", 10, 1))
     first = frontier.take("w1", 10, 0)
     assert sorted(task.id for task in first) == [1, 2, 10]
-    assert frontier.take("w2", 10, 0) == [] and frontier.starved
+    assert frontier.take("w2", 10, 0) == [] and frontier.counts().starved
     ResultQueueView(frontier, "w1").put([ok(first[0])])
     assert [task.id for task in frontier.take("w2", 10, 0)] == [3]
     frontier.release("w1")  # gives back task 2 and the other host's task
@@ -220,3 +227,13 @@ def test_a_crawl_delay_from_robots_turns_prefetch_off() -> None:
     assert len(frontier.take("w", 2, 0, 2)) == 4
     frontier.set_host_delay("elsewhere.example", 1.0)
     assert len(frontier.take("w", 2, 0, 2)) == 2
+
+
+def test_a_result_comes_back_with_the_task_it_answers() -> None:
+    frontier = Frontier(lease_seconds=30)
+    page = Task(5, "http://example.com/p", 1, depth=2, parent="http://example.com/")
+    frontier.add([page])
+    [taken] = frontier.take("w", 1, 0)
+    frontier.deliver("w", [ok(taken)])
+    [(task, result)] = frontier.take_results()
+    assert (task.depth, task.parent, result.outcome) == (2, "http://example.com/", Outcome.OK)

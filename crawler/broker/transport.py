@@ -1,10 +1,10 @@
-"""Serve and connect the task and result queues over the network.
+"""The standard library's manager, hardened: serve named callables, connect to them.
 
-The only module that knows about ``multiprocessing.managers``. The master
-serves two registered named callables, ``get_task_queue`` and
-``get_result_queue``, through a ``BaseManager`` server running in its own
-process; a worker connects with the address and the authkey and gets proxies
-to its own views of them (see :mod:`crawler.master`).
+With :mod:`crawler.broker.manager`, the only user of ``multiprocessing.managers``.
+The master serves two registered named callables, ``get_task_queue`` and
+``get_result_queue``, through a ``BaseManager`` server running in a thread
+of its process; a worker connects with the address and the authkey and gets
+proxies to its own views of them (see :mod:`crawler.broker.manager`).
 
 What this module changes in the stdlib's pattern, and why:
 
@@ -42,9 +42,16 @@ from collections.abc import Callable
 from multiprocessing import AuthenticationError, connection, managers
 from typing import Any
 
-from .errors import AddressInUse, AuthenticationFailed, MasterError, MasterUnreachable
+from ..errors import AddressInUse, AuthenticationFailed, MasterError, MasterUnreachable
 
-__all__ = ["MasterLink", "QueueServer", "format_address", "parse_address"]
+__all__ = [
+    "CONNECTION_ERRORS",
+    "QueueServer",
+    "drop_thread_connection",
+    "format_address",
+    "open_proxies",
+    "parse_address",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -324,37 +331,35 @@ _MasterClient.register("get_task_queue")
 _MasterClient.register("get_result_queue")
 
 
-class MasterLink:
-    """A worker's connection to the master: its task and result queue proxies."""
+def open_proxies(address: tuple[str, int], authkey: bytes, worker: str, capacity: int) -> tuple[Any, Any]:
+    """Connect to a master and return proxies to this worker's task and result queue views."""
+    # Proxies cache one connection per address and thread and never drop
+    # it, so after a master restart they would keep using a dead socket.
+    with managers.BaseProxy._mutex:
+        managers.BaseProxy._address_to_local.pop(address, None)
+    manager = _MasterClient(address=address, authkey=authkey, serializer=TRANSPORT)
+    try:
+        manager.connect()
+        task = manager.get_task_queue(worker, capacity)  # type: ignore[attr-defined]
+        result = manager.get_result_queue(worker)  # type: ignore[attr-defined]
+    except AuthenticationError:
+        raise AuthenticationFailed(
+            f"authentication failed: the authkey does not match the master's at {format_address(address)}"
+        ) from None
+    except CONNECTION_ERRORS as error:
+        raise MasterUnreachable(f"cannot reach the master at {format_address(address)}: {error}") from None
+    return task, result
 
-    def release_all(self) -> int:
-        """Hand every lease back to the master; return how many.
 
-        Called after Ctrl-C, which may have interrupted a call on this
-        thread's connection with its reply still unread: the next call on it
-        would take that reply for its own. So this uses a fresh connection.
-        """
-        local = self.task._tls
-        stale = getattr(local, "connection", None)
-        if stale is not None:
-            del local.connection
-            with contextlib.suppress(OSError):
-                stale.close()
-        return int(self.task.release())
+def drop_thread_connection(proxy: Any) -> None:
+    """Forget this thread's connection behind ``proxy``; the next call opens a fresh one.
 
-    def __init__(self, address: tuple[str, int], authkey: bytes, worker: str, capacity: int) -> None:
-        # Proxies cache one connection per address and thread and never drop
-        # it, so after a master restart they would keep using a dead socket.
-        with managers.BaseProxy._mutex:
-            managers.BaseProxy._address_to_local.pop(address, None)
-        manager = _MasterClient(address=address, authkey=authkey, serializer=TRANSPORT)
-        try:
-            manager.connect()
-            self.task: Any = manager.get_task_queue(worker, capacity)  # type: ignore[attr-defined]
-            self.result: Any = manager.get_result_queue(worker)  # type: ignore[attr-defined]
-        except AuthenticationError:
-            raise AuthenticationFailed(
-                f"authentication failed: the authkey does not match the master's at {format_address(address)}"
-            ) from None
-        except CONNECTION_ERRORS as error:
-            raise MasterUnreachable(f"cannot reach the master at {format_address(address)}: {error}") from None
+    An interrupted call (Ctrl-C in ``get``) leaves its reply unread on the
+    connection, and the next call on it would take that reply for its own.
+    """
+    local = proxy._tls
+    stale = getattr(local, "connection", None)
+    if stale is not None:
+        del local.connection
+        with contextlib.suppress(OSError):
+            stale.close()
