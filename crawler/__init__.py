@@ -2,14 +2,15 @@
 
 The data flow, one module per stage::
 
-    seeds ─► master ─► frontier ══ task queue (queues) ══► worker ─► fetch ─► storage ─► output/
-               ▲                                              │
-               └─ state (SQLite) ◄═══ result queue ◄══════════╛  Result(path, sha256, ...)
-               └─► manifest.jsonl
+    seeds ─► backlog ─► master ─► broker ══ task queue ══► worker ─► fetch ─► storage ─► output/
+               ▲          │  ▲                                  │
+               └ state ◄──┘  ╚══════ result queue ◄═════════════╛  Result(path, sha256, ...)
+                 (SQLite) ─► manifest.jsonl
 
 The master streams the seed list into its crawl state, leases URLs to
-workers through a ``multiprocessing.managers`` server, and records every
-result; workers download with ``requests`` and report paths, never bytes.
+workers through a broker (``crawler.broker``: today the standard library's
+``multiprocessing.managers``), and records every result; workers download
+with ``requests`` and report paths, never bytes.
 """
 
 # Set before the imports below: messages reads it for the default User-Agent.

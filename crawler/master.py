@@ -12,11 +12,14 @@ nothing is in play. The collaborators are built by the CLI and passed in.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import logging
 import random
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from .backlog import Backlog, window_wants_more
 from .broker import Broker, Lease
@@ -96,13 +99,16 @@ class Master:
     # --- the loop -----------------------------------------------------------
 
     def run(self) -> int:
-        """Crawl until every URL is final; return the exit status (0 or 1)."""
+        """Crawl until every URL is final; return the exit status (0, 1, or 130 when stopped)."""
         self.broker.start()
         logger.debug("master: serving on %s", self.broker.address)
         try:
-            while not self.is_over():
-                self.step()
-        except KeyboardInterrupt:
+            with _stop_requests() as stop:
+                while not self.is_over():
+                    if stop.is_set():
+                        return self._stop_early()
+                    self.step()
+        except KeyboardInterrupt:  # a second Ctrl-C, or run() outside the main thread
             return self._stop_early()
         except CrawlerError:  # a write failed (a full disk), or every local worker quit
             self.broker.close()  # workers that ask now are told to stop
@@ -270,6 +276,32 @@ class Master:
         except KeyboardInterrupt:
             pass
         return 130
+
+
+@contextlib.contextmanager
+def _stop_requests() -> Iterator[threading.Event]:
+    """Turn the first Ctrl-C or SIGTERM into a request the loop sees between two turns.
+
+    A KeyboardInterrupt raised anywhere could land between the manifest and
+    the state (results taken from the broker, recorded in neither); the loop
+    stops at a turn's end instead. A second signal raises as usual: quit now.
+    """
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signals reach the main thread only; nothing to catch here
+        return
+    previous = {number: signal.signal(number, request_stop) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _log_expired(expired: list[Lease]) -> None:

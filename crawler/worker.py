@@ -279,6 +279,7 @@ class Worker:
                     raise MasterUnreachable(
                         f"no master at {self._connector.where} after {self.config.connect_seconds:g} s"
                     ) from None
+                logger.debug("worker %s: no master at %s yet", self.config.name, self._connector.where)
                 time.sleep(delay)
                 delay = min(delay * 2, RECONNECT_BACKOFF_MAX)
 

@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PROCESS_TIMEOUT = 60
 # Every process a test starts, so that none outlives its test, even a failed one.
 STARTED: list[subprocess.Popen[str]] = []
+# The stderr file of each process started with one, by pid.
+LOGS: dict[int, Path] = {}
 
 
 @pytest.fixture(autouse=True)
@@ -51,6 +53,8 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture
 def free_port() -> int:
+    """A port free a moment ago. Only for what must know a port before anyone binds it
+    (a worker started before its master); everything else binds port 0 and reads the port."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -91,6 +95,7 @@ def start_crawler(
     )
     if log is not None:
         stderr.close()  # type: ignore[union-attr]
+        LOGS[process.pid] = log
     STARTED.append(process)
     return process
 
@@ -111,11 +116,12 @@ def run_crawler(
 def finish(
     process: subprocess.Popen[str], timeout: float = PROCESS_TIMEOUT, input: str | None = None
 ) -> tuple[int, str]:
-    """Wait for a started crawler; return its exit status and stderr."""
+    """Wait for a started crawler; return its exit status and stderr (its log file's text, if it has one)."""
     try:
         _stdout, stderr = process.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:
         process.kill()
         _stdout, stderr = process.communicate()
-        raise AssertionError(f"{process.args} did not finish in {timeout} s; stderr:\n{stderr}") from None
-    return process.returncode, stderr
+        raise AssertionError(f"{process.args!r} did not finish in {timeout} s; stderr:\n{stderr}") from None
+    log = LOGS.get(process.pid)
+    return process.returncode, log.read_text() if log is not None else stderr

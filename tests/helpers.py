@@ -53,9 +53,25 @@ def seeds_file(tmp_path: Path, urls: list[str]) -> Path:
     return path
 
 
-def start_master(tmp_path: Path, urls: list[str], address: str, *options: str) -> subprocess.Popen[str]:
-    seeds = seeds_file(tmp_path, urls)
-    return start_crawler("master", str(seeds), "-o", str(tmp_path / "out"), "--bind", address, *options, authkey="k")
+def start_master(
+    tmp_path: Path, urls: list[str], *options: str, bind: str = "127.0.0.1:0", log_name: str = "master.log"
+) -> tuple[subprocess.Popen[str], str]:
+    """Start a master with key ``k`` on a port of its choosing; return it and the address it serves on."""
+    seeds, log = seeds_file(tmp_path, urls), tmp_path / log_name
+    master = start_crawler(
+        "master", str(seeds), "-o", str(tmp_path / "out"), "--bind", bind, *options, authkey="k", log=log
+    )
+    return master, served_address(log)
+
+
+def served_address(log: Path) -> str:
+    """The HOST:PORT a master logged it serves on, once it has."""
+    wait_until(lambda: "serving on " in log.read_text(), "the master to serve")
+    return log.read_text().split("serving on ", 1)[1].split()[0]
+
+
+def wait_for_text(log: Path, text: str, count: int = 1) -> None:
+    wait_until(lambda: log.read_text().count(text) >= count, f"{text!r} in {log.name}")
 
 
 def assert_each_url_once_and_ok(out: Path, urls: list[str]) -> None:

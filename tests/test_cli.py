@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -107,34 +108,36 @@ def test_unusable_output_folder_exits_2(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_master_on_a_busy_port_exits_2(tmp_path: Path, free_port: int) -> None:
-    import socket
-
+def test_master_on_a_busy_port_exits_2(tmp_path: Path) -> None:
     seeds = tmp_path / "seeds.txt"
     seeds.write_text("http://127.0.0.1:9/a.png\n")
     with socket.socket() as busy:
-        busy.bind(("127.0.0.1", free_port))
+        busy.bind(("127.0.0.1", 0))
         busy.listen()
+        port = busy.getsockname()[1]
         done = run_crawler(
-            "master", str(seeds), "-o", str(tmp_path / "out"), "--bind", f"127.0.0.1:{free_port}", authkey="k"
+            "master", str(seeds), "-o", str(tmp_path / "out"), "--bind", f"127.0.0.1:{port}", authkey="k"
         )
     assert done.returncode == 2
-    assert f"crawler: error: address 127.0.0.1:{free_port} is already in use" in done.stderr
+    assert f"crawler: error: address 127.0.0.1:{port} is already in use" in done.stderr
 
 
-def test_worker_without_master_gives_up_with_exit_2(tmp_path: Path, free_port: int) -> None:
-    done = run_crawler(
-        "worker",
-        "--connect",
-        f"127.0.0.1:{free_port}",
-        "--connect-timeout",
-        "0.5",
-        "-o",
-        str(tmp_path / "out"),
-        authkey="k",
-    )
+def test_worker_without_master_gives_up_with_exit_2(tmp_path: Path) -> None:
+    with socket.socket() as nobody_listens:  # bound, so no other process can take the port meanwhile
+        nobody_listens.bind(("127.0.0.1", 0))
+        port = nobody_listens.getsockname()[1]
+        done = run_crawler(
+            "worker",
+            "--connect",
+            f"127.0.0.1:{port}",
+            "--connect-timeout",
+            "0.5",
+            "-o",
+            str(tmp_path / "out"),
+            authkey="k",
+        )
     assert done.returncode == 2
-    assert f"crawler: error: no master at 127.0.0.1:{free_port} after 0.5 s" in done.stderr
+    assert f"crawler: error: no master at 127.0.0.1:{port} after 0.5 s" in done.stderr
 
 
 def test_version() -> None:

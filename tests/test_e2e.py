@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import finish, run_crawler, start_crawler
+from tests.helpers import served_address, wait_for_text
 from tests.site import Site
 
 
@@ -129,12 +130,12 @@ def test_a_rerun_fetches_nothing_and_a_deleted_file_is_fetched_again(tmp_path: P
     assert_saved(out, site, manifest(out), urls[2])
 
 
-def test_master_with_two_workers_and_one_with_a_wrong_key(tmp_path: Path, site: Site, free_port: int) -> None:
+def test_master_with_two_workers_and_one_with_a_wrong_key(tmp_path: Path, site: Site) -> None:
     urls = [site.add(f"/p/{number}.png", body=os.urandom(2000), delay=0.01) for number in range(60)]
     seeds = write_seeds(tmp_path / "seeds.txt", urls)
-    out = tmp_path / "out"
-    address = f"127.0.0.1:{free_port}"
-    master = start_crawler("master", str(seeds), "-o", str(out), "--bind", address, authkey="right-key")
+    out, log = tmp_path / "out", tmp_path / "master.log"
+    master = start_crawler("master", str(seeds), "-o", str(out), "--bind", "127.0.0.1:0", authkey="right-key", log=log)
+    address = served_address(log)
     intruder = start_crawler(
         "worker", "--connect", address, "-o", str(tmp_path / "intruder"), "--connect-timeout", "5", authkey="wrong-key"
     )
@@ -163,9 +164,9 @@ def test_a_worker_started_before_the_master_waits_for_it(tmp_path: Path, site: S
     seeds = write_seeds(tmp_path / "seeds.txt", urls)
     out = tmp_path / "out"
     address = f"127.0.0.1:{free_port}"
-    worker = start_crawler("worker", "--connect", address, "-o", str(out), authkey="k")
-    time.sleep(1.0)
-    assert worker.poll() is None
+    log = tmp_path / "worker.log"
+    worker = start_crawler("worker", "--connect", address, "-o", str(out), "-v", authkey="k", log=log)
+    wait_for_text(log, "no master at", count=2)  # it has tried and is trying again
     master = start_crawler("master", str(seeds), "-o", str(out), "--bind", address, authkey="k")
     status, error = finish(worker)
     assert status == 0 and "connected to" in error
@@ -179,8 +180,13 @@ def test_the_last_urls_go_to_idle_threads_not_behind_busy_ones(tmp_path: Path, s
     seeds = write_seeds(tmp_path / "seeds.txt", urls)
     out = tmp_path / "out"
     address = f"127.0.0.1:{free_port}"
-    workers = [start_crawler("worker", "--connect", address, "-o", str(out), "-t", "4", authkey="k") for _ in range(2)]
-    time.sleep(0.5)  # both are already trying to connect when the master comes up
+    logs = [tmp_path / f"worker{number}.log" for number in range(2)]
+    workers = [
+        start_crawler("worker", "--connect", address, "-o", str(out), "-t", "4", "-v", authkey="k", log=log)
+        for log in logs
+    ]
+    for log in logs:  # both are already trying to connect when the master comes up
+        wait_for_text(log, "no master at")
     master = start_crawler("master", str(seeds), "-o", str(out), "--bind", address, authkey="k")
     for worker in workers:
         assert finish(worker)[0] == 0

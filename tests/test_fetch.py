@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import typing
 import zlib
 from pathlib import Path
 
@@ -134,7 +135,8 @@ def test_streamed_body_over_the_limit_fails_and_keeps_nothing(tmp_path: Path) ->
     # No Content-Length, as with a chunked body: only counting while streaming can catch it.
     responses.get(URL, body=PNG, content_type="image/png", auto_calculate_content_length=False)
     result = run(tmp_path, max_bytes=4000, chunk_bytes=1024)
-    assert "Content-Length" not in responses.calls[0].response.headers
+    response = typing.cast(requests.Response, responses.calls[0].response)  # responses types it loosely
+    assert "Content-Length" not in response.headers
     assert result.outcome == "failed" and "--max-bytes 4000" in str(result.error)
     assert files_in(tmp_path) == []
 

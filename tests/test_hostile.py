@@ -12,10 +12,10 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
+from crawler.broker.transport import parse_address
 from tests.conftest import finish, run_crawler, start_crawler
 from tests.helpers import (
     assert_each_url_once_and_ok,
@@ -24,6 +24,7 @@ from tests.helpers import (
     seeds_file,
     slow_site,
     start_master,
+    wait_for_text,
     wait_until,
 )
 from tests.site import Site
@@ -109,14 +110,10 @@ def test_a_manifest_deleted_mid_crawl_is_whole_at_the_end(tmp_path: Path, site: 
     assert_each_url_once_and_ok(out, urls)
 
 
-def wait_for_text(log: Path, text: str) -> None:
-    wait_until(lambda: text in log.read_text(), f"{text!r} in {log.name}")
-
-
-def test_ctrl_c_on_a_worker_waiting_for_work_exits_130_cleanly(tmp_path: Path, site: Site, free_port: int) -> None:
+def test_ctrl_c_on_a_worker_waiting_for_work_exits_130_cleanly(tmp_path: Path, site: Site) -> None:
     urls = slow_site(site, 2, delay=3.0)
-    out, address = tmp_path / "out", f"127.0.0.1:{free_port}"
-    master = start_master(tmp_path, urls, address)
+    out = tmp_path / "out"
+    master, address = start_master(tmp_path, urls)
     busy = start_crawler("worker", "--connect", address, "-o", str(out), "-t", "2", authkey="k")
     wait_until(lambda: sum(site.hits.values()) == 2, "the first worker to take both URLs")
     log = tmp_path / "waiting.log"
@@ -139,7 +136,7 @@ def test_ctrl_c_on_crawler_run_stops_master_and_workers_without_a_traceback(tmp_
     seeds, out = seeds_file(tmp_path, urls), tmp_path / "out"
     log = tmp_path / "run.log"
     crawl = start_crawler("run", str(seeds), "-o", str(out), "-w", "2", "-t", "2", "-v", log=log, new_session=True)
-    wait_until(lambda: log.read_text().count("connected to") == 2, "both workers to connect")
+    wait_for_text(log, "connected to", count=2)  # both workers
     wait_until(lambda: sum(site.hits.values()) == 2, "both URLs to be taken")
     time.sleep(0.3)  # the idle thread's worker is back inside its blocking get
     os.killpg(crawl.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
@@ -152,10 +149,13 @@ def test_ctrl_c_on_crawler_run_stops_master_and_workers_without_a_traceback(tmp_
     assert_each_url_once_and_ok(out, urls)
 
 
-@pytest.fixture
-def idle_connections(free_port: int) -> Iterator[threading.Event]:
-    """Keep 200 connections to the port open, never speaking, reopening each one the master sheds."""
-    stop = threading.Event()
+@contextmanager
+def idle_connections(address: str, count: int = 200) -> Iterator[list[int]]:
+    """Keep ``count`` connections to ``address`` open, never speaking, reopening each one the master sheds.
+
+    Yields a list that holds, once the flood is up, how many connections it opened.
+    """
+    stop, opened, full = threading.Event(), [0], threading.Event()
 
     def hold() -> None:
         sockets: list[socket.socket] = []
@@ -164,47 +164,50 @@ def idle_connections(free_port: int) -> Iterator[threading.Event]:
             for sock in shed:
                 sock.close()
             sockets = [sock for sock in sockets if sock not in shed]
-            while len(sockets) < 200 and not stop.is_set():
+            while len(sockets) < count and not stop.is_set():
                 try:
-                    sockets.append(socket.create_connection(("127.0.0.1", free_port), timeout=1))
+                    sockets.append(socket.create_connection(parse_address(address), timeout=1))
+                    opened[0] += 1
                 except OSError:
                     break
+            full.set()
             stop.wait(0.05)
         for sock in sockets:
             sock.close()
 
     thread = threading.Thread(target=hold, daemon=True)
     thread.start()
-    yield stop
-    stop.set()
-    thread.join(10)
+    try:
+        assert full.wait(HANG_LIMIT), "the flood did not start"
+        yield opened
+    finally:
+        stop.set()
+        thread.join(10)
 
 
 def _still_open(sock: socket.socket) -> bool:
     sock.setblocking(False)
     try:
-        return sock.recv(1) != b""
+        # Read all that waits (the master's handshake challenge comes first), then the end if it came.
+        return sock.recv(65536) != b"" and sock.recv(65536) != b""
     except BlockingIOError:
         return True
     except OSError:
         return False
 
 
-def test_idle_connections_renewed_without_end_do_not_keep_workers_out(
-    tmp_path: Path, site: Site, free_port: int, idle_connections: threading.Event
-) -> None:
+def test_idle_connections_renewed_without_end_do_not_keep_workers_out(tmp_path: Path, site: Site) -> None:
     urls = slow_site(site, 10, delay=0.0)
-    out, address = tmp_path / "out", f"127.0.0.1:{free_port}"
-    log = tmp_path / "master.log"
-    seeds = seeds_file(tmp_path, urls)
-    master = start_crawler("master", str(seeds), "-o", str(out), "--bind", address, authkey="k", log=log)
-    time.sleep(2)  # the flood is on
-    started = time.monotonic()
-    worker = start_crawler("worker", "--connect", address, "-o", str(out), "--connect-timeout", "15", authkey="k")
-    assert finish(worker, timeout=HANG_LIMIT)[0] == 0
-    assert master.wait(HANG_LIMIT) == 0
-    assert time.monotonic() - started < 10  # not the flood's 20 s, nor the handshake limit's 5 s each
-    idle_connections.set()
+    out = tmp_path / "out"
+    master, address = start_master(tmp_path, urls)
+    with idle_connections(address) as opened:
+        started = time.monotonic()
+        worker = start_crawler("worker", "--connect", address, "-o", str(out), "--connect-timeout", "15", authkey="k")
+        assert finish(worker, timeout=HANG_LIMIT)[0] == 0
+        status, log = finish(master, timeout=HANG_LIMIT)
+        assert status == 0, log
+        assert time.monotonic() - started < 10  # not the flood's 20 s, nor the handshake limit's 5 s each
+        assert opened[0] > 200  # the master shed some, and the flood opened them again
     assert all(state["status"] == "ok" for state in final_states(out).values())
-    warnings = [line for line in log.read_text().splitlines() if "refused a connection" in line]
+    warnings = [line for line in log.splitlines() if "refused a connection" in line]
     assert 1 <= len(warnings) <= 5, warnings[:10]  # rate-limited, with a count

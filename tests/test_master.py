@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import signal
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +16,7 @@ import pytest
 from crawler.backlog import Backlog
 from crawler.broker.manager import ManagerBroker
 from crawler.errors import UsageError
-from crawler.master import SHOWN_BAD_SEEDS, Master, MasterConfig
+from crawler.master import SHOWN_BAD_SEEDS, Master, MasterConfig, _stop_requests
 from crawler.messages import Outcome, Policy, Result
 from crawler.output import CrawlOutput
 from crawler.rules import Scope
@@ -24,7 +27,7 @@ from tests.helpers import Clock, final_states, manifest_lines
 @contextmanager
 def make_master(
     tmp_path: Path, seeds: str, clock: Clock | None = None, max_urls: int = 0, **policy: object
-) -> Iterator[Master]:
+) -> Iterator[tuple[Master, ManagerBroker]]:
     chosen = Policy(**policy)  # type: ignore[arg-type]
     output = CrawlOutput.open(tmp_path, chosen.depth, chosen.lease_seconds)
     broker = ManagerBroker(("127.0.0.1", 0), b"k", chosen, clock=clock or Clock())
@@ -32,7 +35,7 @@ def make_master(
     try:
         backlog = Backlog(output.state, read_seeds(io.StringIO(seeds)), scope)
         config = MasterConfig(policy=chosen, show_progress=False, max_urls=max_urls)
-        yield Master(config, output, broker, backlog, scope)
+        yield Master(config, output, broker, backlog, scope), broker
     finally:
         broker.shutdown()
         output.close()
@@ -40,10 +43,10 @@ def make_master(
 
 def test_a_url_whose_leases_keep_expiring_ends_failed_after_capped_attempts(tmp_path: Path) -> None:
     clock = Clock()
-    with make_master(tmp_path, "http://example.com/poison\n", clock, retries=2, lease_seconds=1) as master:
+    with make_master(tmp_path, "http://example.com/poison\n", clock, retries=2, lease_seconds=1) as (master, broker):
         for attempt in (1, 2, 3):
             master.step()
-            [task] = master.broker.take("doomed-worker", 1, 0)
+            [task] = broker.take("doomed-worker", 1, 0)
             assert task.attempt == attempt
             clock.now += 2
         master.step()
@@ -56,13 +59,13 @@ def test_a_url_whose_leases_keep_expiring_ends_failed_after_capped_attempts(tmp_
 
 def test_retry_results_are_rescheduled_then_fail_with_the_reason(tmp_path: Path) -> None:
     clock = Clock()
-    with make_master(tmp_path, "http://example.com/busy\n", clock, retries=1, backoff_base=1) as master:
+    with make_master(tmp_path, "http://example.com/busy\n", clock, retries=1, backoff_base=1) as (master, broker):
         for attempt in (1, 2):
             master.step()
-            [task] = master.broker.take("w", 1, 0)
+            [task] = broker.take("w", 1, 0)
             assert task.attempt == attempt
             busy = Result(task.id, task.url, Outcome.RETRY, http_status=503, error="HTTP 503", attempt=attempt)
-            master.broker.deliver("w", [busy._replace(retry_after=5)])
+            broker.deliver("w", [busy._replace(retry_after=5)])
             master.step()
             assert master.broker.counts().ready == 0  # waiting for its retry time
             clock.now += 6
@@ -73,13 +76,13 @@ def test_retry_results_are_rescheduled_then_fail_with_the_reason(tmp_path: Path)
 
 
 def test_the_crawl_is_over_only_when_nothing_is_pending_leased_or_waiting(tmp_path: Path) -> None:
-    with make_master(tmp_path, "http://example.com/a\n") as master:
+    with make_master(tmp_path, "http://example.com/a\n") as (master, broker):
         master.step()
         assert not master.is_over()  # ready
-        [task] = master.broker.take("w", 1, 0)
+        [task] = broker.take("w", 1, 0)
         master.step()
         assert not master.is_over()  # leased
-        master.broker.deliver("w", [Result(task.id, task.url, Outcome.OK, path="a", bytes=1, attempt=1)])
+        broker.deliver("w", [Result(task.id, task.url, Outcome.OK, path="a", bytes=1, attempt=1)])
         assert not master.is_over()  # delivered but not yet recorded
         master.step()
         assert master.is_over()
@@ -100,7 +103,7 @@ def test_a_flood_of_bad_seed_lines_is_summarised_in_the_log_but_each_is_recorded
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     seeds = "http://example.com/ok\n" + "".join(f"junk {number}\n" for number in range(50))
-    with caplog.at_level(logging.WARNING, logger="crawler"), make_master(tmp_path, seeds) as master:
+    with caplog.at_level(logging.WARNING, logger="crawler"), make_master(tmp_path, seeds) as (master, _broker):
         assert master.invalid_seeds == 50
         assert master.counts.total == 51 and master.counts.failed == 50
     warnings = [record.getMessage() for record in caplog.records]
@@ -111,9 +114,9 @@ def test_a_flood_of_bad_seed_lines_is_summarised_in_the_log_but_each_is_recorded
 
 
 def test_a_page_whose_base_does_not_parse_cannot_crash_the_master(tmp_path: Path) -> None:
-    with make_master(tmp_path, "http://example.com/page\n", depth=1) as master:
+    with make_master(tmp_path, "http://example.com/page\n", depth=1) as (master, broker):
         master.step()
-        [task] = master.broker.take("w", 1, 0)
+        [task] = broker.take("w", 1, 0)
         page = Result(
             task.id,
             task.url,
@@ -124,20 +127,30 @@ def test_a_page_whose_base_does_not_parse_cannot_crash_the_master(tmp_path: Path
             base="http://[::1",
             page_url=task.url,
         )
-        master.broker.deliver("w", [page])
+        broker.deliver("w", [page])
         master.step()
         master.step()
-        [link] = master.broker.take("w", 1, 0)
+        [link] = broker.take("w", 1, 0)
         assert (link.url, link.depth, link.parent) == ("http://example.com/a.png", 1, "http://example.com/page")
     assert final_states(tmp_path)["http://example.com/page"]["status"] == "ok"
 
 
 def test_links_past_max_urls_are_not_queued(tmp_path: Path) -> None:
-    with make_master(tmp_path, "http://example.com/page\n", max_urls=3, depth=1) as master:
+    with make_master(tmp_path, "http://example.com/page\n", max_urls=3, depth=1) as (master, broker):
         master.step()
-        [task] = master.broker.take("w", 1, 0)
+        [task] = broker.take("w", 1, 0)
         links = tuple(f"/{number}.png" for number in range(10))
         page = Result(task.id, task.url, Outcome.OK, content_type="text/html", attempt=1, links=links)
-        master.broker.deliver("w", [page])
+        broker.deliver("w", [page])
         master.step()
         assert master.counts.total == 3
+
+
+def test_a_first_stop_signal_is_a_request_and_a_second_quits_now() -> None:
+    with _stop_requests() as stop:
+        os.kill(os.getpid(), signal.SIGINT)  # handled between bytecodes, here and now
+        assert stop.wait(5)  # asked to stop, and nothing raised in the middle of a turn
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises long before this ends
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back as it was

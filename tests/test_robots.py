@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from crawler.messages import Result, Task
+from crawler.messages import Outcome, Result, Task
 from crawler.robots import MAX_CRAWL_DELAY, RobotsGate
 
 ROBOTS = "User-agent: *\nDisallow: /private/\nDisallow: /*.gif$\nCrawl-delay: 2\n"
@@ -21,7 +21,7 @@ def test_urls_wait_for_robots_then_are_allowed_or_refused() -> None:
     [robots] = fetch_first
     assert robots.robots and robots.url == "http://h.example/robots.txt" and robots.id < 0
     assert gate.held_count() == 4
-    verdict = gate.learn(Result(robots.id, robots.url, "ok", robots=ROBOTS))
+    verdict = gate.learn(Result(robots.id, robots.url, Outcome.OK, robots=ROBOTS))
     assert [task.url for task in verdict.allowed] == ["http://h.example/a.png", "http://h.example/c.gif?x=1"]
     assert [(task.url, reason) for task, reason in verdict.refused] == [
         ("http://h.example/private/x.html", "disallowed by robots.txt"),
@@ -45,11 +45,11 @@ def test_one_robots_fetch_per_host() -> None:
 def test_missing_robots_allows_everything_and_unreachable_refuses_everything() -> None:
     gate = RobotsGate("crawler/test")
     [missing] = gate.admit(tasks("/a"))[2]
-    assert [t.url for t in gate.learn(Result(missing.id, missing.url, "ok", http_status=404, robots="")).allowed] == [
-        "http://h.example/a"
-    ]
+    assert [
+        t.url for t in gate.learn(Result(missing.id, missing.url, Outcome.OK, http_status=404, robots="")).allowed
+    ] == ["http://h.example/a"]
     [down] = gate.admit(tasks("/b", host="http://down.example"))[2]
-    verdict = gate.learn(Result(down.id, down.url, "retry", error="HTTP 503"))
+    verdict = gate.learn(Result(down.id, down.url, Outcome.RETRY, error="HTTP 503"))
     assert verdict.allowed == [] and "could not be fetched" in verdict.refused[0][1]
 
 
@@ -57,6 +57,6 @@ def test_missing_robots_allows_everything_and_unreachable_refuses_everything() -
 def test_a_huge_or_meaningless_crawl_delay_is_capped(asked: str, applied: float) -> None:
     gate = RobotsGate("crawler/test")
     [robots] = gate.admit(tasks("/a.png"))[2]
-    verdict = gate.learn(Result(robots.id, robots.url, "ok", robots=f"User-agent: *\nCrawl-delay: {asked}\n"))
+    verdict = gate.learn(Result(robots.id, robots.url, Outcome.OK, robots=f"User-agent: *\nCrawl-delay: {asked}\n"))
     assert verdict.crawl_delay == applied
     assert [task.url for task in verdict.allowed] == ["http://h.example/a.png"]

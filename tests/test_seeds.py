@@ -40,7 +40,7 @@ def test_normalize_lowercases_scheme_and_host_and_drops_default_port_and_fragmen
     assert normalize_url("http://[::1]:8080/x") == "http://[::1]:8080/x"
 
 
-class EndlessSeeds(io.TextIOBase):
+class EndlessSeeds:
     """A stream that never ends: reading it whole would never return."""
 
     def __init__(self) -> None:

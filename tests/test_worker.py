@@ -12,6 +12,7 @@ import responses
 from crawler.broker.frontier import Frontier
 from crawler.broker.manager import ResultQueueView, TaskQueueView
 from crawler.errors import ConnectionLost, MasterUnreachable
+from crawler.fetch import fetch as real_fetch
 from crawler.fetch import make_session
 from crawler.messages import Outcome, Policy, Result, Task
 from crawler.worker import Worker, WorkerConfig
@@ -177,7 +178,6 @@ def test_a_download_that_raises_becomes_a_failed_result(tmp_path: Path, monkeypa
 def test_a_download_thread_survives_a_raising_fetch_and_the_crawl_ends(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from crawler.worker import fetch as real_fetch
 
     calls: queue.Queue[int] = queue.Queue()
 
