@@ -24,13 +24,13 @@ from collections.abc import Callable, Iterator
 from .backlog import Backlog, window_wants_more
 from .broker import Broker, Lease
 from .errors import CrawlerError
-from .messages import Outcome, Policy, Result, Status, Task
+from .ledger import Ledger
+from .messages import Outcome, Policy, Result, Task
 from .outcomes import Retry, judge_expired, judge_result, links_to_follow, refused
 from .output import CrawlOutput
-from .progress import CrawlCounts, Progress
+from .progress import Progress
 from .robots import MAX_CRAWL_DELAY, RobotsGate
 from .rules import Scope
-from .seeds import SeedLine
 from .state import FinalRecord
 
 __all__ = ["Master", "MasterConfig"]
@@ -38,8 +38,6 @@ __all__ = ["Master", "MasterConfig"]
 logger = logging.getLogger(__name__)
 
 LOOP_WAIT_SECONDS = 0.05
-SHOWN_BAD_SEEDS = 10
-"""Bad seed lines logged one by one; past this, one summary line (all are in the manifest)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -80,17 +78,11 @@ class Master:
         self.scope = scope
         self.robots = robots
         self._rng = random.Random()
-        self.invalid_seeds = 0
-        self.counts = self._counts_so_far()
+        self.ledger = Ledger(output)
+        self.counts = self.ledger.counts
         self.progress = Progress(self.counts, enabled=config.show_progress)
         self._watchdog: Callable[[], None] = _nothing
         self._load_seeds()  # the first chunk now: a list without a valid URL fails before serving
-
-    def _counts_so_far(self) -> CrawlCounts:
-        by_status = self.output.state.counts()
-        counts = CrawlCounts(ok=by_status.get(Status.OK, 0), failed=by_status.get(Status.FAILED, 0))
-        counts.known(sum(by_status.values()))
-        return counts
 
     def watch(self, check: Callable[[], None]) -> None:
         """Call ``check`` on every turn of the loop; it raises to abort the crawl."""
@@ -138,24 +130,7 @@ class Master:
             return
         chunk = self.backlog.load_seeds()
         self.counts.known(chunk.added)
-        if chunk.refused:
-            self._record_invalid_seeds(chunk.refused)
-        if chunk.last and self.invalid_seeds > SHOWN_BAD_SEEDS:
-            logger.warning(
-                "seeds: %d more invalid lines not shown; each is in the manifest as failed",
-                self.invalid_seeds - SHOWN_BAD_SEEDS,
-            )
-
-    def _record_invalid_seeds(self, lines: list[SeedLine]) -> None:
-        for line in lines:
-            self.invalid_seeds += 1
-            if self.invalid_seeds <= SHOWN_BAD_SEEDS:
-                logger.warning("seeds line %d: %s: %s", line.line_number, line.error, line.text[:200])
-        self.counts.refused_lines(len(lines))
-        # Not in the state (they have no URL to key on): a rebuilt manifest leaves them out.
-        self.output.manifest.write(
-            FinalRecord.failure(line.text, line.error or "invalid URL", attempts=0).to_manifest() for line in lines
-        )
+        self.ledger.record_invalid_seeds(chunk.refused, chunk.last)
 
     def _refill_window(self) -> None:
         if self.backlog.exhausted or not window_wants_more(self.broker.counts()):
@@ -174,12 +149,9 @@ class Master:
 
     def _collect(self) -> None:
         """Turn results and expired leases into final records and retries, recorded in one batch."""
-        decisions: list[Retry | FinalRecord] = []
-        for task, result in self.broker.take_results():
-            decisions += self._on_result(task, result)
+        decisions = [self._on_result(task, result) for task, result in self.broker.take_results()]
         expired = self.broker.expire_leases()
-        for lease in expired:
-            decisions += self._on_expired(lease.task)
+        decisions += [self._on_expired(lease.task) for lease in expired]
         _log_expired(expired)
         self.broker.promote_due()
         finals = [decision for decision in decisions if isinstance(decision, FinalRecord)]
@@ -189,28 +161,31 @@ class Master:
                 self.broker.retry_later(retry.task, retry.delay)
             else:
                 self.broker.add([retry.task])
-        self._record(finals, retries)
+        self.ledger.record(finals, retries)
 
-    def _on_result(self, task: Task, result: Result) -> list[Retry | FinalRecord]:
+    def _on_result(self, task: Task, result: Result) -> Retry | FinalRecord | None:
+        """Judge a result; queue the links of a page. None: a robots.txt, applied at once."""
         decision = judge_result(task, result, self.policy, self._rng)
         if isinstance(decision, Retry):
             logger.debug("master: %s: %s; retry %d in %.1f s", task.url, result.error, task.attempt, decision.delay)
-            return [decision]
+            return decision
         if task.robots:
-            return self._apply_robots(result)
+            self._apply_robots(result)
+            return None
         room = self.config.max_urls - self.counts.total if self.config.max_urls else None
         links = links_to_follow(task, result, self.policy, self.scope, room)
         if links:
             self.counts.known(self.backlog.add_links(links, task.depth + 1, task.url))
-        return [decision]
+        return decision
 
-    def _on_expired(self, task: Task) -> list[Retry | FinalRecord]:
+    def _on_expired(self, task: Task) -> Retry | FinalRecord | None:
         decision = judge_expired(task, self.policy)
         if task.robots and isinstance(decision, FinalRecord):
-            return self._apply_robots(Result(task.id, task.url, Outcome.FAILED, error=decision.error))
-        return [decision]
+            self._apply_robots(Result(task.id, task.url, Outcome.FAILED, error=decision.error))
+            return None
+        return decision
 
-    def _apply_robots(self, result: Result) -> list[Retry | FinalRecord]:
+    def _apply_robots(self, result: Result) -> None:
         """A host's robots.txt is known: release its waiting URLs, refuse the others (recorded now)."""
         assert self.robots is not None
         verdict = self.robots.learn(result)
@@ -224,29 +199,12 @@ class Master:
             self.broker.set_host_delay(verdict.host, verdict.crawl_delay)
         self.broker.add(verdict.allowed)
         self._refuse(verdict.refused)
-        return []
 
     def _refuse(self, refusals: list[tuple[Task, str]]) -> None:
         """Record URLs robots.txt does not allow: failed, never fetched, logged as skipped."""
         for task, reason in refusals:
             logger.info("skipped: %s: %s", task.url, reason)
-        self._record([refused(task, reason) for task, reason in refusals], [], log_failures=False)
-
-    def _record(self, finals: list[FinalRecord], retries: list[Retry], log_failures: bool = True) -> None:
-        """Record final states and attempts: manifest lines first, then the state.
-
-        In this order a crash between the two leaves the URLs pending, to be
-        fetched again and given a newer line; the other order would leave
-        final URLs that the manifest never mentions.
-        """
-        if not finals and not retries:
-            return
-        self.output.manifest.write(record.to_manifest() for record in finals)
-        self.output.state.save(finals, [(retry.task.id, retry.attempts_made) for retry in retries])
-        for record in finals:
-            self.counts.finished(record.status == Status.OK, record.bytes)
-            if log_failures and record.status == Status.FAILED:
-                logger.warning("failed: %s: %s", record.url, record.error)
+        self.ledger.record([refused(task, reason) for task, reason in refusals], log_failures=False)
 
     # --- the end -------------------------------------------------------------
 

@@ -16,7 +16,8 @@ import pytest
 from crawler.backlog import Backlog
 from crawler.broker.manager import ManagerBroker
 from crawler.errors import UsageError
-from crawler.master import SHOWN_BAD_SEEDS, Master, MasterConfig, _stop_requests
+from crawler.ledger import SHOWN_BAD_SEEDS
+from crawler.master import Master, MasterConfig, _stop_requests
 from crawler.messages import Outcome, Policy, Result
 from crawler.output import CrawlOutput
 from crawler.rules import Scope
@@ -104,7 +105,7 @@ def test_a_flood_of_bad_seed_lines_is_summarised_in_the_log_but_each_is_recorded
 ) -> None:
     seeds = "http://example.com/ok\n" + "".join(f"junk {number}\n" for number in range(50))
     with caplog.at_level(logging.WARNING, logger="crawler"), make_master(tmp_path, seeds) as (master, _broker):
-        assert master.invalid_seeds == 50
+        assert master.ledger.invalid_seeds == 50
         assert master.counts.total == 51 and master.counts.failed == 50
     warnings = [record.getMessage() for record in caplog.records]
     assert len(warnings) == SHOWN_BAD_SEEDS + 1
