@@ -80,6 +80,7 @@ class Policy:
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> Policy:
         """Rebuild a policy sent by a master, ignoring fields this version lacks."""
+        # Tolerant on purpose: a worker one version behind the master still runs the crawl.
         known = {field.name for field in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in known})
 

@@ -36,6 +36,7 @@ def retry_delay(attempt: int, retry_after: float | None, policy: Policy, rng: ra
     Retry-After wins when longer, up to ``policy.retry_after_max``.
     """
     backoff = min(policy.backoff_max, policy.backoff_base * 2.0 ** (attempt - 1))
+    # Jitter spreads the retries of URLs that failed together (one host down), so they do not return together.
     delay = backoff * (0.5 + rng.random() / 2)
     if retry_after is not None:
         delay = max(delay, min(retry_after, policy.retry_after_max))
@@ -53,6 +54,7 @@ def judge_result(task: Task, result: Result, policy: Policy, rng: random.Random)
 def judge_expired(task: Task, policy: Policy) -> Retry | FinalRecord:
     """A lease ran out (the worker died or stalled): hand it out again at once, or give up."""
     if task.attempt < policy.max_attempts:
+        # No backoff: the server did nothing wrong, a worker did; another can start at once.
         return Retry(task._replace(attempt=task.attempt + 1), 0.0)
     error = f"no result after {task.attempt} attempts: the worker died or stalled each time"
     return FinalRecord.failure(task.url, error, task.attempt, row_id=task.id, depth=task.depth, parent=task.parent)

@@ -12,8 +12,8 @@ __all__ = ["CrawlCounts", "Progress", "format_bytes"]
 
 logger = logging.getLogger(__name__)
 
-REDRAW_SECONDS = 0.2
-LOG_EVERY_SECONDS = 10.0
+REDRAW_SECONDS = 0.2  # five redraws a second: the eye sees it live, the terminal is not flooded
+LOG_EVERY_SECONDS = 10.0  # off a terminal, a log line every 10 s: a file grows by little, a stall shows
 
 
 def format_bytes(count: float) -> str:

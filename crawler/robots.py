@@ -44,7 +44,7 @@ class RobotsGate:
         self._unreachable_reason: dict[str, str] = {}
         self._held: defaultdict[str, list[Task]] = defaultdict(list)
         self._robots_ids: dict[int, str] = {}
-        self._next_id = -1
+        self._next_id = -1  # robots tasks count down from -1: state ids are positive, so they never meet
 
     def admit(self, tasks: list[Task]) -> tuple[list[Task], list[tuple[Task, str]], list[Task]]:
         """Sort tasks into (allowed now, refused with a reason, robots tasks to fetch first)."""
@@ -74,7 +74,7 @@ class RobotsGate:
         if result.outcome == Outcome.OK and result.robots is not None:
             self._rules[host] = Protego.parse(result.robots)
         else:
-            self._rules[host] = None
+            self._rules[host] = None  # RFC 9309: unreachable robots.txt (5xx, network) means complete disallow
             self._unreachable_reason[host] = f"robots.txt could not be fetched ({result.error}): all disallowed"
         allowed: list[Task] = []
         refused: list[tuple[Task, str]] = []

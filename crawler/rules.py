@@ -70,6 +70,7 @@ class Scope:
         host = _hostname(url)
         if self.domains:
             return any(host == domain or host.endswith("." + domain) for domain in self.domains)
+        # wget's default: without --span-hosts a crawl stays on the hosts it was given.
         return self.span_hosts or host in self.seed_hosts
 
 

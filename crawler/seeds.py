@@ -52,6 +52,7 @@ def normalize_url(raw: str) -> str:
     if not host:
         raise ValueError("no host")
     port = parts.port  # raises ValueError for a port out of range
+    # IPv6 literals keep their brackets and are not IDNA names.
     netloc = f"[{host}]" if ":" in host else _ascii_host(host)
     if parts.username or parts.password:
         raise ValueError("credentials in URLs are not supported")

@@ -145,6 +145,8 @@ class CrawlState:
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / "state.db"
         try:
+            # Autocommit, with explicit BEGIN/COMMIT around each batch (see _Transaction); the
+            # master's loop is the only writer, but it may run on another thread than the one that opened it.
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             # NORMAL: a power cut may lose the last transactions, never corrupt the file.
@@ -169,6 +171,7 @@ class CrawlState:
         with self._transaction():
             before = self._db.total_changes
             self._db.executemany(
+                # The UNIQUE url is the dedup: a URL seen again, by link or seed, keeps its first row.
                 "INSERT OR IGNORE INTO urls(url, depth, parent) VALUES (?, ?, ?)",
                 ((url, depth, parent) for url in urls),
             )

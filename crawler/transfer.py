@@ -80,6 +80,7 @@ class Transfer:
             self.aborted = reason
             raise TransferAborted(reason)
         if now - self._window_start >= self._min_speed_time:
+            # A new window: a fast start must not hide a later stall, nor a slow start doom a fast body.
             self._window_start, self._window_bytes = now, self.bytes
 
     def check_not_cut(self) -> None:

@@ -36,10 +36,13 @@ __all__ = ["Worker", "WorkerConfig"]
 
 logger = logging.getLogger(__name__)
 
+# How long one get may block: also how soon a busy worker hears that the crawl is over.
 GET_TIMEOUT = 1.0
+# Results wait at most this long to be sent, so one round trip carries many at full speed.
 SEND_EVERY_SECONDS = 0.02
 SEND_BATCH = 256
 RECONNECT_BACKOFF_MAX = 5.0
+# After the end, or Ctrl-C: how long downloads already started may take to be reported.
 FINISH_SECONDS = 3.0
 
 

@@ -78,6 +78,7 @@ class HostQueues:
         taken: list[tuple[int, str]] = []
         held_back = 0
         rotation = self._rotation
+        # Stop once every host in the rotation was held back in a row: nothing more can go out now.
         while rotation and len(taken) < limit and held_back < len(rotation):
             name = rotation[0]
             host = self._hosts[name]
@@ -91,6 +92,7 @@ class HostQueues:
                 continue
             task_id = host.ready.popleft()
             self.ready_total -= 1
+            # A late result can finish a URL that waits here again (its lease had expired): drop it.
             if not is_live(task_id):
                 continue
             host.in_flight += 1

@@ -34,6 +34,7 @@ class Leases:
         renewed = 0
         for task_id, lease in self._leases.items():
             if lease.worker == worker:
+                # The heartbeat covers everything a worker holds: one call, whatever its count.
                 self._leases[task_id] = lease._replace(deadline=deadline)
                 renewed += 1
         return renewed

@@ -54,6 +54,7 @@ class TaskQueueView:
         ``limit`` is what the worker's idle threads can start now, ``extra``
         what it would queue behind its busy ones (see :meth:`Frontier.take`).
         """
+        # queue.Queue.get's signature, so the seed design's call reads the same; the frontier caps the wait.
         wait = (MAX_BLOCK_SECONDS if timeout is None else timeout) if block else 0.0
         capacity = self._capacity
         tasks = self._frontier.take(self._worker, min(limit or capacity, capacity), wait, min(extra, capacity))
