@@ -22,26 +22,30 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from crawler.backlog import Backlog
+from crawler.broker.manager import ManagerBroker, ManagerConnector
+from crawler.broker.transport import parse_address
 from crawler.master import Master, MasterConfig
-from crawler.messages import Policy, Result
-from crawler.queues import MasterLink
+from crawler.messages import Outcome, Policy, Result
+from crawler.output import CrawlOutput
+from crawler.rules import Scope
+from crawler.seeds import read_seeds
 
 
-def instant_worker(address: tuple[str, int], authkey: bytes, name: str, capacity: int) -> None:
+def instant_worker(address: str, authkey: bytes, name: str, capacity: int) -> None:
     """The worker loop with the download replaced by an immediate answer."""
-    link = MasterLink(address, authkey, name, capacity)
-    task, results = link.task, link.result
-    while not task.empty():
+    link = ManagerConnector(parse_address(address), authkey)(name, capacity)
+    while not link.empty():
         try:
-            batch = task.get(True, 1.0, capacity)
+            batch = link.get(True, 1.0, capacity, 0)
         except queue.Empty:
             continue
-        results.put(
+        link.put(
             [
                 Result(
                     item.id,
                     item.url,
-                    "ok",
+                    Outcome.OK,
                     path=f"x/{item.id}",
                     bytes=1,
                     sha256="0" * 64,
@@ -74,21 +78,17 @@ def main() -> None:
         seeds = root / "seeds.txt"
         with open(seeds, "w") as file:
             file.writelines(f"http://host{number % 97}.example/img/{number}.jpg\n" for number in range(args.urls))
-        config = MasterConfig(
-            output=root / "out",
-            bind=("127.0.0.1", 0),
-            authkey=os.urandom(16),
-            policy=Policy(),
-            show_progress=False,
-            linger_seconds=2,
-        )
+        policy, authkey = Policy(), os.urandom(16)
+        config = MasterConfig(policy=policy, show_progress=False, linger_seconds=2)
         started = time.perf_counter()
-        with open(seeds) as lines, Master(config, lines) as master:
+        output = CrawlOutput.open(root / "out", policy.depth, policy.lease_seconds)
+        broker = ManagerBroker(("127.0.0.1", 0), authkey, policy)
+        with open(seeds) as lines:
+            scope = Scope()
+            master = Master(config, output, broker, Backlog(output.state, read_seeds(lines), scope), scope)
             context = multiprocessing.get_context("spawn")
             workers = [
-                context.Process(
-                    target=instant_worker, args=(master.server.address, config.authkey, f"w{index}", args.batch)
-                )
+                context.Process(target=instant_worker, args=(broker.address, authkey, f"w{index}", args.batch))
                 for index in range(args.workers)
             ]
             for worker in workers:
@@ -97,6 +97,8 @@ def main() -> None:
             elapsed = time.perf_counter() - started
             for worker in workers:
                 worker.join(10)
+        broker.shutdown()
+        output.close()
         peak_mb = peak_rss_mb()
         print(
             f"urls={args.urls} workers={args.workers} batch={args.batch} status={status} "

@@ -49,7 +49,9 @@ def _column(sql: str, *, inserted: bool = False, manifest: bool = True) -> dict[
     return {"sql": sql, "inserted": inserted, "manifest": manifest}
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, which made a record
+# three times dearer to build, on the master's path for every URL.
+@dataclasses.dataclass(kw_only=True, slots=True)
 class FinalRecord:
     """A URL's final state: one row of the urls table and one manifest line.
 

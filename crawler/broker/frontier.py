@@ -97,7 +97,7 @@ class Frontier:
         tasks = []
         for task_id, host in taken:
             task = self._in_play[task_id]
-            self._leases.grant(worker, task, host, deadline)
+            self._leases[task_id] = Lease(worker, deadline, task, host)
             tasks.append(task)
         self._starved = not tasks and self._hosts.ready_total > 0
         return tasks
@@ -107,7 +107,7 @@ class Frontier:
         return task_id in self._in_play and task_id not in self._leases
 
     def _end_lease(self, task_id: int) -> Lease | None:
-        lease = self._leases.end(task_id)
+        lease = self._leases.pop(task_id, None)
         if lease is not None:
             self._hosts.done(lease.host)
         return lease
