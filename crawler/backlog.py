@@ -12,12 +12,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 from .broker import WindowCounts
 from .errors import UsageError
 from .messages import Task
 from .rules import Scope
 from .seeds import SeedLine
+from .shaping import HostCredentials
 from .state import CrawlState
 
 __all__ = ["Backlog", "SeedChunk", "window_wants_more"]
@@ -52,10 +54,17 @@ def window_wants_more(window: WindowCounts) -> bool:
 class Backlog:
     """Seeds into the state, pending rows out into the window."""
 
-    def __init__(self, state: CrawlState, seeds: Iterable[SeedLine], scope: Scope) -> None:
+    def __init__(
+        self,
+        state: CrawlState,
+        seeds: Iterable[SeedLine],
+        scope: Scope,
+        credentials: HostCredentials | None = None,
+    ) -> None:
         self._state = state
         self._seeds: Iterator[SeedLine] = iter(seeds)
         self._scope = scope
+        self._credentials = credentials or HostCredentials()
         self.seeds_done = False
         self._valid_seeds = 0
         self._refused_seeds = 0
@@ -83,6 +92,9 @@ class Backlog:
             raise UsageError(_no_valid_url(chunk))
         for url in urls:
             self._scope.add_seed(url)
+        for line in chunk:
+            if line.url and line.auth:
+                self._credentials.learn(urlsplit(line.url).hostname or "", line.auth)
         self._valid_seeds += len(urls)
         refused = [line for line in chunk if line.error]
         self._refused_seeds += len(refused)
@@ -108,7 +120,14 @@ class Backlog:
             self._rows_left = not self.seeds_done
             return []
         self._cursor = rows[-1].id
-        return [Task(row.id, row.url, row.attempts + 1, row.depth, parent=row.parent) for row in rows]
+        auth = self._credentials.for_url if self._credentials else _no_credentials
+        return [
+            Task(row.id, row.url, row.attempts + 1, row.depth, parent=row.parent, auth=auth(row.url)) for row in rows
+        ]
+
+
+def _no_credentials(url: str) -> None:
+    return None
 
 
 def _no_valid_url(lines: list[SeedLine]) -> str:

@@ -29,6 +29,7 @@ from .errors import CrawlerError, UsageError
 from .messages import Policy, Status
 from .rules import Scope, parse_patterns
 from .seeds import open_seeds, read_seeds
+from .shaping import HostCredentials, load_cookies, load_netrc, parse_header, read_header_file
 
 if TYPE_CHECKING:
     from .master import Master
@@ -43,6 +44,7 @@ logger = logging.getLogger("crawler")
 
 EXIT_OK, EXIT_FAILED_URLS, EXIT_CANNOT_RUN, EXIT_INTERRUPTED = 0, 1, 2, 130
 AUTHKEY_ENV = "CRAWLER_AUTHKEY"
+MIN_FREE_ENV = "CRAWLER_MIN_FREE"
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 WORKER_EXIT_SECONDS = 10.0
 CRAWL_PER_HOST = 4
@@ -109,6 +111,13 @@ def _size(text: str) -> int:
     try:
         return parse_size(text)
     except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _headers(text: str) -> list[tuple[str, str]]:
+    try:
+        return read_header_file(Path(text[1:])) if text.startswith("@") else [parse_header(text)]
+    except (ValueError, UsageError) as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
@@ -197,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
     for sub in (run, master):
         add_crawl_options(sub)
+        add_request_options(sub)
     for sub in (run, worker):
         sub.add_argument(
             "-t", "--threads", type=_positive_int, default=16, help="downloads at once per worker (default: 16)"
@@ -231,6 +241,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to keep trying to reach the master (default: 60)",
     )
     return parser
+
+
+def add_request_options(sub: argparse.ArgumentParser) -> None:
+    """Options that shape every request (headers, cookies, credentials) and the disk floor."""
+    group = sub.add_argument_group("requests")
+    group.add_argument(
+        "--header",
+        dest="headers",
+        action="extend",
+        type=_headers,
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="send this header with every request (repeatable); @FILE reads one per line, out of argv",
+    )
+    group.add_argument("--cookies", type=Path, help="a Netscape cookies.txt to send where its domains match")
+    group.add_argument("--netrc", action="store_true", help="Basic auth per host from ~/.netrc (machine entries)")
+    group.add_argument("--netrc-file", type=Path, help="Basic auth per host from this netrc file")
+    group.add_argument(
+        "--min-free",
+        type=_size,
+        default=os.environ.get(MIN_FREE_ENV, "1G"),
+        help=f"free space to keep in the output folder, e.g. 500M (default: 1G or ${MIN_FREE_ENV}; 0: none)",
+    )
 
 
 def add_crawl_options(sub: argparse.ArgumentParser) -> None:
@@ -297,6 +330,9 @@ def read_authkey(path: Path | None) -> bytes:
 
 def build_policy(args: argparse.Namespace) -> Policy:
     return Policy(
+        headers=tuple(args.headers),
+        cookies=load_cookies(args.cookies) if args.cookies else (),
+        min_free=args.min_free,
         timeout=args.timeout,
         max_time=args.max_time,
         min_speed=args.min_speed,
@@ -331,7 +367,16 @@ def open_master(args: argparse.Namespace, bind: tuple[str, int], authkey: bytes,
     scope = Scope(span_hosts=args.span_hosts, domains=args.domains)
     config = MasterConfig(policy=policy, show_progress=not args.quiet, max_urls=args.max_urls)
     robots = RobotsGate(policy.agent) if crawling and not args.ignore_robots else None
-    return Master(config, output, broker, Backlog(output.state, read_seeds(seeds), scope), scope, robots)
+    backlog = Backlog(output.state, read_seeds(seeds), scope, _credentials(args))
+    return Master(config, output, broker, backlog, scope, robots)
+
+
+def _credentials(args: argparse.Namespace) -> HostCredentials:
+    if args.netrc_file is not None:
+        return HostCredentials(load_netrc(args.netrc_file))
+    if args.netrc:
+        return HostCredentials(load_netrc(Path.home() / ".netrc"))
+    return HostCredentials()
 
 
 def _print_summary(args: argparse.Namespace, master: Master) -> None:

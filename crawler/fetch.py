@@ -46,7 +46,13 @@ class BadTarget(Exception):
     """The URL, or a redirect's Location, is not one requests can ask for."""
 
 
-def make_session(policy: Policy) -> requests.Session:
+class CrawlSession(requests.Session):
+    """A requests session, plus the cookies of ``--cookies`` to start each URL's jar with."""
+
+    file_cookies: requests.cookies.RequestsCookieJar | None = None
+
+
+def make_session(policy: Policy) -> CrawlSession:
     """Return a session configured for ``policy``; use one per thread.
 
     Requests go out through :func:`_get` as prepared requests, so the
@@ -54,13 +60,16 @@ def make_session(policy: Policy) -> requests.Session:
     variables (``trust_env`` only when there are some), and a CA bundle
     named by ``REQUESTS_CA_BUNDLE`` or ``CURL_CA_BUNDLE``, as requests does.
     """
-    session = requests.Session()
+    session = CrawlSession()
     for prefix in ("http://", "https://"):
         session.mount(prefix, LimitedAdapter())
     session.trust_env = bool(urllib.request.getproxies())
     session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
     session.max_redirects = policy.max_redirects
     session.headers["User-Agent"] = policy.agent
+    session.headers.update(policy.headers)  # the user's, a User-Agent among them included
+    if policy.cookies:
+        session.file_cookies = _cookie_jar(policy.cookies)
     # No cookie outlives its URL: what a URL gets must not depend on which
     # thread fetched what before it. Cookies set along one URL's redirects
     # still travel with that URL's request (requests keeps them on it).
@@ -68,13 +77,32 @@ def make_session(policy: Policy) -> requests.Session:
     return session
 
 
-def _get(session: requests.Session, url: str, policy: Policy, transfer: Transfer) -> requests.Response:
-    """GET ``url`` as a prepared request.
+def _cookie_jar(cookies: tuple[tuple[str, str, str, str, bool, int | None], ...]) -> requests.cookies.RequestsCookieJar:
+    jar = requests.cookies.RequestsCookieJar()
+    for domain, path, name, value, secure, expires in cookies:
+        jar.set(name, value, domain=domain, path=path, secure=secure, expires=expires)
+    return jar
+
+
+def _get(session: CrawlSession, task: Task, policy: Policy, transfer: Transfer) -> requests.Response:
+    """GET the task's URL as a prepared request.
 
     Session.get merges the session's settings into every call, which costs
     about 15% of a request's CPU and adds nothing make_session has not set.
+    Each URL starts from its own copy of the file's cookies: cookies a server
+    sets along one URL's redirects go with them, and with nothing else.
+    Basic auth goes to the URL's host only; requests drops it when a
+    redirect leaves the host.
     """
-    prepared = requests.Request("GET", url, headers=session.headers, hooks={"response": transfer.saw_response})
+    cookies = session.file_cookies.copy() if session.file_cookies is not None else None
+    prepared = requests.Request(
+        "GET",
+        task.url,
+        headers=session.headers,
+        cookies=cookies,
+        auth=task.auth,
+        hooks={"response": transfer.saw_response},
+    )
     try:
         return session.send(prepared.prepare(), stream=True, timeout=policy.timeout, allow_redirects=True)
     except ValueError as error:
@@ -99,7 +127,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 def fetch(
-    session: requests.Session,
+    session: CrawlSession,
     task: Task,
     policy: Policy,
     output: OutputFolder,
@@ -122,7 +150,7 @@ def fetch(
 
 
 def _attempt_safely(
-    session: requests.Session, task: Task, policy: Policy, output: OutputFolder, transfer: Transfer
+    session: CrawlSession, task: Task, policy: Policy, output: OutputFolder, transfer: Transfer
 ) -> Result:
     try:
         if task.robots:
@@ -133,11 +161,11 @@ def _attempt_safely(
         return Result(task.id, task.url, Outcome.FAILED, error=f"unexpected error: {_describe(error)}")
 
 
-def _attempt(session: requests.Session, task: Task, policy: Policy, output: OutputFolder, transfer: Transfer) -> Result:
+def _attempt(session: CrawlSession, task: Task, policy: Policy, output: OutputFolder, transfer: Transfer) -> Result:
     failed = Outcome.FAILED
     retry = Outcome.RETRY
     try:
-        with _get(session, task.url, policy, transfer) as response:
+        with _get(session, task, policy, transfer) as response:
             return _save(response, task, policy, output, transfer)
     except TransferAborted as error:
         return Result(task.id, task.url, retry, error=str(error))
@@ -218,10 +246,10 @@ def _save(response: requests.Response, task: Task, policy: Policy, output: Outpu
     )
 
 
-def _fetch_robots(session: requests.Session, task: Task, policy: Policy, transfer: Transfer) -> Result:
+def _fetch_robots(session: CrawlSession, task: Task, policy: Policy, transfer: Transfer) -> Result:
     """Fetch a host's robots.txt for the master: its text, or "" when there is none (4xx)."""
     try:
-        with _get(session, task.url, policy, transfer) as response:
+        with _get(session, task, policy, transfer) as response:
             unsuccessful = _unsuccessful(response, task)
             if unsuccessful is not None and unsuccessful.outcome == Outcome.RETRY:
                 return unsuccessful

@@ -38,6 +38,7 @@ __all__ = ["Master", "MasterConfig"]
 logger = logging.getLogger(__name__)
 
 LOOP_WAIT_SECONDS = 0.05
+SPACE_CHECK_SECONDS = 1.0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -82,6 +83,7 @@ class Master:
         self.counts = self.ledger.counts
         self.progress = Progress(self.counts, enabled=config.show_progress)
         self._watchdog: Callable[[], None] = _nothing
+        self._space_checked = 0.0
         self._load_seeds()  # the first chunk now: a list without a valid URL fails before serving
 
     def watch(self, check: Callable[[], None]) -> None:
@@ -114,11 +116,18 @@ class Master:
     def step(self) -> None:
         """One turn of the loop: seeds in, the window refilled, results collected (waits up to 50 ms)."""
         self._watchdog()
+        self._check_space()
         self._load_seeds()
         self._refill_window()
         self.broker.wait_for_results(LOOP_WAIT_SECONDS)
         self._collect()
         self.progress.tick()
+
+    def _check_space(self) -> None:
+        now = time.monotonic()
+        if now - self._space_checked >= SPACE_CHECK_SECONDS:
+            self._space_checked = now
+            self.output.check_free_space(self.policy.min_free)
 
     def is_over(self) -> bool:
         """The backlog is exhausted and nothing is in play or waiting for its robots.txt."""

@@ -72,6 +72,12 @@ class Policy:
     reject: tuple[str, ...] = ()
     """Never keep files matching these."""
     robots_max_bytes: int = 512 * 1024
+    headers: tuple[tuple[str, str], ...] = ()
+    """Sent with every request (``--header``); may hold secrets, so never logged."""
+    cookies: tuple[tuple[str, str, str, str, bool, int | None], ...] = ()
+    """(domain, path, name, value, secure, expires) from ``--cookies``, sent where their domain matches."""
+    min_free: int = 1024**3
+    """Bytes the output folder must keep free; below, a worker takes no new URL (0: no floor)."""
 
     def to_wire(self) -> dict[str, Any]:
         """Return the policy as a dict of builtins for a worker."""
@@ -108,6 +114,8 @@ class Task(NamedTuple):
     robots: bool = False
     parent: str | None = None
     """The page the URL was found on, for its manifest line (workers ignore it)."""
+    auth: tuple[str, str] | None = None
+    """Basic-auth (user, password) for the URL's host, from netrc or a seed URL; never recorded."""
 
 
 class Result(NamedTuple):

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from .errors import OutputError
 from .state import CrawlState, Manifest
-from .storage import check_output_folder, output_unusable, remove_temp_files
+from .storage import check_output_folder, free_bytes, output_unusable, remove_temp_files
 
 __all__ = ["CrawlOutput"]
 
@@ -57,6 +58,21 @@ class CrawlOutput:
                 removed,
             )
         return cls(root, state, manifest)
+
+    def check_free_space(self, floor: int) -> None:
+        """Raise OutputError when the folder has less than ``floor`` bytes free (0: no floor).
+
+        Stopping here, while the state and the manifest can still be
+        written, beats a full disk in the middle of a transaction.
+        """
+        if not floor:
+            return
+        free = free_bytes(self.root)
+        if free < floor:
+            raise OutputError(
+                f"only {free} bytes free in {self.root}, below --min-free ({floor} bytes): "
+                "free some space and run again (what was not recorded is fetched again)"
+            )
 
     def close(self) -> None:
         try:

@@ -15,6 +15,7 @@ from typing import NamedTuple, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 from .errors import UsageError
+from .shaping import credentials_in, mask_credentials
 
 __all__ = ["SeedLine", "normalize_url", "open_seeds", "read_seeds"]
 
@@ -27,20 +28,26 @@ BOM = "\ufeff"
 
 
 class SeedLine(NamedTuple):
-    """One meaningful line: ``url`` is set when valid, ``error`` otherwise."""
+    """One meaningful line: ``url`` is set when valid, ``error`` otherwise.
+
+    ``text`` is the line as written, with any password masked; ``auth`` the
+    credentials the URL carried, which ``url`` no longer does.
+    """
 
     line_number: int
     text: str
     url: str | None
     error: str | None
+    auth: tuple[str, str] | None = None
 
 
 def normalize_url(raw: str) -> str:
     """Return the canonical form of an http(s) URL or raise ValueError.
 
     Lower-cases scheme and host, writes an international host in its ASCII
-    (IDNA) form, drops the fragment and a default port, and gives an empty
-    path as ``/``; the path and query are kept as written.
+    (IDNA) form, drops credentials, the fragment and a default port, and
+    gives an empty path as ``/``; the path and query are kept as written.
+    Two URLs that differ only in credentials are one URL.
     """
     if any(ord(char) < 0x21 or char == "\x7f" for char in raw):
         raise ValueError("contains whitespace or control characters")
@@ -54,8 +61,6 @@ def normalize_url(raw: str) -> str:
     port = parts.port  # raises ValueError for a port out of range
     # IPv6 literals keep their brackets and are not IDNA names.
     netloc = f"[{host}]" if ":" in host else _ascii_host(host)
-    if parts.username or parts.password:
-        raise ValueError("credentials in URLs are not supported")
     if port is not None and port != DEFAULT_PORTS[scheme]:
         netloc += f":{port}"
     return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
@@ -85,14 +90,17 @@ def read_seeds(lines: TextIO) -> Iterator[SeedLine]:
     for line_number, (line, whole) in enumerate(_bounded_lines(lines), start=1):
         text = line.removeprefix(BOM).strip() if line_number == 1 else line.strip()
         if not whole:
-            yield SeedLine(line_number, text[:SHOWN_TEXT], None, f"line longer than {MAX_LINE} characters")
+            shown = mask_credentials(text[:SHOWN_TEXT])
+            yield SeedLine(line_number, shown, None, f"line longer than {MAX_LINE} characters")
             continue
         if not text or text.startswith("#"):
             continue
         try:
-            yield SeedLine(line_number, text, normalize_url(text), None)
+            url = normalize_url(text)
         except ValueError as error:
-            yield SeedLine(line_number, text, None, f"invalid URL: {error}")
+            yield SeedLine(line_number, mask_credentials(text), None, f"invalid URL: {error}")
+            continue
+        yield SeedLine(line_number, mask_credentials(text), url, None, credentials_in(text))
 
 
 def _bounded_lines(stream: TextIO) -> Iterator[tuple[str, bool]]:

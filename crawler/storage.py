@@ -18,6 +18,7 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ __all__ = [
     "FileWriter",
     "OutputFolder",
     "check_output_folder",
+    "free_bytes",
     "is_safe_relative",
     "output_unusable",
     "relative_path_for",
@@ -117,6 +119,11 @@ def check_output_folder(root: Path) -> None:
         probe.unlink()
     except OSError as error:
         raise output_unusable(root, error) from None
+
+
+def free_bytes(root: Path) -> int:
+    """Free space for this process in the file system holding ``root``."""
+    return shutil.disk_usage(root).free
 
 
 class FileWriter:

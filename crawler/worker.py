@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from .broker import Connector, WorkerLink
-from .errors import ConnectionLost, MasterUnreachable
+from .errors import ConnectionLost, MasterUnreachable, OutputError
 from .fetch import fetch, make_session
 from .messages import Outcome, Policy, Result, Task
-from .storage import OutputFolder, check_output_folder
+from .storage import OutputFolder, check_output_folder, free_bytes
 from .transfer import Watchdog
 
 __all__ = ["Worker", "WorkerConfig"]
@@ -44,6 +44,9 @@ SEND_BATCH = 256
 RECONNECT_BACKOFF_MAX = 5.0
 # After the end, or Ctrl-C: how long downloads already started may take to be reported.
 FINISH_SECONDS = 3.0
+# Short of space: how often to look again, and how long to wait before giving up (exit 2).
+SPACE_POLL_SECONDS = 1.0
+SPACE_WAIT_SECONDS = 600.0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -194,6 +197,9 @@ class Worker:
         """The seed design's loop: get a batch, hand it to the download threads."""
         task = _TaskQueue(link)
         while not task.empty():
+            if self._short_of_space():
+                self._wait_for_space(link)
+                continue
             # Bounded: a worker busy with long downloads must still hear that the crawl is over.
             idle, extra = self._slots.wait_for_idle(GET_TIMEOUT)
             if not idle:
@@ -205,6 +211,52 @@ class Worker:
             self._slots.take(len(batch))
             for item in batch:
                 self._downloads.put(item)
+
+    def _short_of_space(self) -> bool:
+        floor = self.policy.min_free
+        return bool(floor) and free_bytes(self.config.output) < floor
+
+    def _wait_for_space(self, link: WorkerLink) -> None:
+        """Below --min-free: hand every URL back, take none, and wait for space (or the end of the crawl).
+
+        Downloads already started finish; if the master gave their URLs to
+        another worker meanwhile, the first result it gets is the one kept.
+        """
+        dropped = self._drop_queued()
+        returned = link.release_all(leaving=False)
+        logger.warning(
+            "worker %s: only %d bytes free in %s (below --min-free, %d bytes); gave %d URLs back, waiting for space",
+            self.config.name,
+            free_bytes(self.config.output),
+            self.config.output,
+            self.policy.min_free,
+            max(returned, dropped),
+        )
+        deadline = time.monotonic() + SPACE_WAIT_SECONDS
+        while self._short_of_space():
+            if link.empty():
+                return  # the crawl ended without us: nothing to wait for
+            if time.monotonic() > deadline:
+                raise OutputError(
+                    f"output folder {self.config.output} stayed below --min-free "
+                    f"({self.policy.min_free} bytes) for {SPACE_WAIT_SECONDS:g} s"
+                )
+            time.sleep(SPACE_POLL_SECONDS)
+        logger.warning("worker %s: space is back in %s; taking URLs again", self.config.name, self.config.output)
+
+    def _drop_queued(self) -> int:
+        """Forget the tasks queued behind busy threads (they were handed back); free their slots."""
+        dropped = 0
+        while True:
+            try:
+                task = self._downloads.get_nowait()
+            except queue.Empty:
+                return dropped
+            if task is None:  # a stop signal, not a task: keep it for a download thread
+                self._downloads.put(None)
+                return dropped
+            dropped += 1
+            self._slots.give_back()
 
     def _download_loop(self) -> None:
         with make_session(self.policy) as session:

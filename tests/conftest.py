@@ -63,6 +63,8 @@ def free_port() -> int:
 def crawler_env(authkey: str | None = None) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key != "CRAWLER_AUTHKEY"}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    # No disk floor unless a test sets one: the tests must not depend on this machine's free space.
+    env["CRAWLER_MIN_FREE"] = "0"
     if authkey is not None:
         env["CRAWLER_AUTHKEY"] = authkey
     return env

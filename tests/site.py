@@ -49,6 +49,8 @@ class Site:
         self.address = address
         self.routes: dict[str, Route] = {}
         self.hits: collections.Counter[str] = collections.Counter()
+        self.received: list[tuple[str, dict[str, str]]] = []
+        """(path, headers) of every request, in order."""
         self.started_at: list[float] = []
         self.in_flight = 0
         self.peak_in_flight = 0
@@ -99,6 +101,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         site: Site = self.server.site  # type: ignore[attr-defined]
         path = self.path.split("?", 1)[0]
+        site.received.append((path, dict(self.headers.items())))
         count = site.hit(path)
         try:
             self._serve(site, path, count)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -157,3 +158,34 @@ def test_a_corrupt_crawl_state_exits_2_with_one_line(tmp_path: Path) -> None:
         f"crawler: error: cannot use the crawl state {tmp_path / 'out' / '.crawler' / 'state.db'}: "
         "file is not a database"
     ]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--header", "Host: evil.example"], "the Host header cannot be set"),
+        (["--header", "Range: bytes=0-10"], "the Range header cannot be set"),
+        (["--header", "no colon"], "not a header"),
+        (["--cookies", "/nonexistent/cookies.txt"], "cannot read cookies file /nonexistent/cookies.txt"),
+        (["--netrc-file", "/nonexistent/netrc"], "no netrc file at /nonexistent/netrc"),
+        (["--min-free", "lots"], "not a size: 'lots'"),
+    ],
+)
+def test_bad_request_options_exit_2_with_one_line(tmp_path: Path, options: list[str], message: str) -> None:
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text("http://127.0.0.1:9/a.png\n")
+    done = run_crawler("run", str(seeds), "-o", str(tmp_path / "out"), *options)
+    assert done.returncode == 2
+    [line] = done.stderr.splitlines()
+    assert line.startswith("crawler: error: ") and message in line, line
+
+
+def test_the_master_stops_with_exit_2_before_its_disk_is_full(small_disk: Path) -> None:
+    seeds = small_disk.parent / "seeds.txt"
+    seeds.write_text("http://127.0.0.1:9/a.png\n")
+    done = run_crawler("run", str(seeds), "-o", str(small_disk / "out"), "-w", "1", "--min-free", "2M")
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    where = re.escape(str(small_disk / "out"))
+    assert re.match(rf"crawler: error: only \d+ bytes free in {where}, below --min-free \(2097152 bytes\)", last), last
+    assert "Traceback" not in done.stderr

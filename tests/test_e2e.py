@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import collections
 import gzip
 import hashlib
@@ -9,10 +10,13 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import finish, run_crawler, start_crawler
-from tests.helpers import served_address, wait_for_text
+from tests.helpers import served_address, wait_for_text, wait_until
 from tests.site import Site
 
 
@@ -193,3 +197,63 @@ def test_the_last_urls_go_to_idle_threads_not_behind_busy_ones(tmp_path: Path, s
     assert finish(master)[0] == 0
     per_worker = collections.Counter(str(record["worker"]) for record in manifest(out).values())
     assert sorted(per_worker.values()) == [4, 4], per_worker
+
+
+@pytest.fixture
+def second_host() -> Iterator[Site]:
+    server = Site("127.0.0.2").start()
+    yield server
+    server.stop()
+
+
+def children_argv(pid: int) -> list[str]:
+    """The command lines of a process's children, as ps shows them."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode() for child in children]
+
+
+def test_headers_cookies_and_credentials_reach_the_server_and_no_secret_is_recorded(
+    tmp_path: Path, site: Site, second_host: Site
+) -> None:
+    a_urls = [site.add(f"/a/{number}.png", body=os.urandom(500), delay=0.3) for number in range(6)]
+    b_url = second_host.add("/b.png", body=os.urandom(500))
+    headers, cookies, netrc = tmp_path / "headers", tmp_path / "cookies.txt", tmp_path / "netrc"
+    headers.write_text("X-Api-Key: HEADER-SECRET\n")
+    cookies.write_text("# Netscape HTTP Cookie File\n127.0.0.1\tFALSE\t/\tFALSE\t0\tsid\tCOOKIE-SECRET\n")
+    netrc.write_text("machine 127.0.0.1 login ann password NETRC-SECRET\n")
+    netrc.chmod(0o600)
+    with_credentials = b_url.replace("http://", "http://bob:URL-SECRET@")
+    seeds = write_seeds(tmp_path / "seeds.txt", [*a_urls, with_credentials])
+    out, log = tmp_path / "out", tmp_path / "run.log"
+    options = [
+        "--header",
+        f"@{headers}",
+        "--header",
+        "X-Tag: t1",
+        "--cookies",
+        str(cookies),
+        "--netrc-file",
+        str(netrc),
+    ]
+    crawl = start_crawler("run", str(seeds), "-o", str(out), "-w", "1", "-t", "1", "-v", *options, log=log)
+    wait_until(lambda: bool(children_argv(crawl.pid)), "the local worker to start")
+    argv = " ".join(children_argv(crawl.pid))
+    status, stderr = finish(crawl)
+    assert status == 0, stderr
+    a_headers = [headers for path, headers in site.received if path.startswith("/a/")]
+    assert len(a_headers) == 6
+    for received in a_headers:
+        assert (received["X-Api-Key"], received["X-Tag"], received["Cookie"]) == (
+            "HEADER-SECRET",
+            "t1",
+            "sid=COOKIE-SECRET",
+        )
+        assert received["Authorization"] == "Basic " + base64.b64encode(b"ann:NETRC-SECRET").decode()
+    [(_path, b_headers)] = second_host.received
+    assert b_headers["Authorization"] == "Basic " + base64.b64encode(b"bob:URL-SECRET").decode()
+    assert "Cookie" not in b_headers  # the file's cookie is for 127.0.0.1 only
+    records = manifest(out)
+    assert set(records) == {*a_urls, b_url}  # the URL without its credentials
+    recorded = b"".join(path.read_bytes() for path in [out / "manifest.jsonl", *(out / ".crawler").iterdir()])
+    for secret in ("HEADER-SECRET", "COOKIE-SECRET", "NETRC-SECRET", "URL-SECRET"):
+        assert secret not in stderr and secret not in argv and secret.encode() not in recorded, secret

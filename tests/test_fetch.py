@@ -260,3 +260,54 @@ def test_a_ca_bundle_from_the_environment_is_used(variable: str, monkeypatch: py
     monkeypatch.delenv(variable)
     with make_session(Policy()) as session:
         assert session.verify is True
+
+
+@responses.activate
+def test_headers_of_the_policy_go_with_every_request_and_its_redirects(tmp_path: Path) -> None:
+    moved = "http://images.example/moved"
+    responses.add(responses.GET, moved, status=302, headers={"Location": URL})
+    responses.get(URL, body=PNG)
+    run(tmp_path, moved, headers=(("X-Api-Key", "k1"), ("User-Agent", "mine/1")))
+    for call in responses.calls:
+        assert call.request.headers["X-Api-Key"] == "k1"
+        assert call.request.headers["User-Agent"] == "mine/1"
+
+
+@responses.activate
+def test_file_cookies_go_where_their_domain_matches_and_nowhere_else(tmp_path: Path) -> None:
+    responses.get(URL, body=PNG)
+    responses.get("http://elsewhere.example/x.png", body=PNG)
+    cookies = ((".images.example", "/", "sid", "abc", False, None),)
+    policy = Policy(cookies=cookies)
+    with make_session(policy) as session:
+        fetch(session, Task(1, URL, 1), policy, OutputFolder(tmp_path), "w1")
+        fetch(session, Task(2, "http://elsewhere.example/x.png", 1), policy, OutputFolder(tmp_path), "w1")
+        fetch(session, Task(3, URL, 1), policy, OutputFolder(tmp_path), "w1")
+    headers = [call.request.headers.get("Cookie") for call in responses.calls]
+    assert headers == ["sid=abc", None, "sid=abc"]
+
+
+@responses.activate
+def test_a_redirect_cookie_rides_with_the_file_cookies_but_never_to_the_next_url(tmp_path: Path) -> None:
+    login = "http://images.example/login"
+    responses.add(responses.GET, login, status=302, headers={"Location": "/cat.png", "Set-Cookie": "s=1; Path=/"})
+    responses.get(URL, body=PNG)
+    policy = Policy(cookies=((".images.example", "/", "sid", "abc", False, None),))
+    with make_session(policy) as session:
+        fetch(session, Task(1, login, 1), policy, OutputFolder(tmp_path), "w1")
+        fetch(session, Task(2, URL, 1), policy, OutputFolder(tmp_path), "w1")
+    cookies = [sorted(str(call.request.headers.get("Cookie")).split("; ")) for call in responses.calls]
+    assert cookies == [["sid=abc"], ["s=1", "sid=abc"], ["sid=abc"]]
+
+
+@responses.activate
+def test_basic_auth_of_a_task_goes_to_its_host_and_not_across_a_redirect(tmp_path: Path) -> None:
+    away = "http://elsewhere.example/x.png"
+    responses.add(responses.GET, URL, status=302, headers={"Location": away})
+    responses.get(away, body=PNG)
+    policy = Policy()
+    with make_session(policy) as session:
+        result = fetch(session, Task(1, URL, 1, auth=("ann", "s3cret")), policy, OutputFolder(tmp_path), "w1")
+    assert result.outcome == "ok", result.error
+    assert responses.calls[0].request.headers["Authorization"] == "Basic YW5uOnMzY3JldA=="
+    assert "Authorization" not in responses.calls[1].request.headers

@@ -29,7 +29,7 @@ from tests.helpers import Clock, final_states, manifest_lines
 def make_master(
     tmp_path: Path, seeds: str, clock: Clock | None = None, max_urls: int = 0, **policy: object
 ) -> Iterator[tuple[Master, ManagerBroker]]:
-    chosen = Policy(**policy)  # type: ignore[arg-type]
+    chosen = Policy(**{"min_free": 0, **policy})  # type: ignore[arg-type]
     output = CrawlOutput.open(tmp_path, chosen.depth, chosen.lease_seconds)
     broker = ManagerBroker(("127.0.0.1", 0), b"k", chosen, clock=clock or Clock())
     scope = Scope()

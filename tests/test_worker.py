@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from pathlib import Path
@@ -49,8 +50,8 @@ class FakeLink:
         self.renewals += 1
         return self._tasks.renew()
 
-    def release_all(self) -> int:
-        return self._tasks.release()
+    def release_all(self, leaving: bool = True) -> int:
+        return self._tasks.release(leaving)
 
 
 class FakeConnector:
@@ -70,7 +71,7 @@ class FakeConnector:
 
 
 def make_worker(tmp_path: Path, connector: FakeConnector | None = None, **config: object) -> Worker:
-    connector = connector or FakeConnector(Frontier(30), Policy())
+    connector = connector or FakeConnector(Frontier(30), Policy(min_free=0))
     settings = {"output": tmp_path, "threads": 2, "name": "w1", **config}
     return Worker(WorkerConfig(**settings), connector)  # type: ignore[arg-type]
 
@@ -105,7 +106,7 @@ def test_the_worker_downloads_what_it_is_given_and_stops_when_the_crawl_is_over(
     for task in tasks:
         responses.get(task.url, body=f"png {task.id}".encode(), content_type="image/png")
     frontier.add(tasks)
-    thread, status = run_in_thread(make_worker(tmp_path, FakeConnector(frontier, Policy())))
+    thread, status = run_in_thread(make_worker(tmp_path, FakeConnector(frontier, Policy(min_free=0))))
     delivered = list(collect_results(frontier, 5).values())
     frontier.finish()
     thread.join(10)
@@ -121,7 +122,7 @@ def test_a_lost_connection_is_reconnected_and_the_work_goes_on(tmp_path: Path) -
     frontier = Frontier(30)
     [task] = images(1)
     responses.get(task.url, body=b"png")
-    connector = FakeConnector(frontier, Policy())
+    connector = FakeConnector(frontier, Policy(min_free=0))
     worker = make_worker(tmp_path, connector)
     thread, status = run_in_thread(worker)
     wait_until(lambda: len(connector.links) == 1, "the first connection")
@@ -135,7 +136,7 @@ def test_a_lost_connection_is_reconnected_and_the_work_goes_on(tmp_path: Path) -
 
 
 def test_a_master_never_reached_is_one_error_after_the_connect_timeout(tmp_path: Path) -> None:
-    connector = FakeConnector(Frontier(30), Policy(), unreachable=True)
+    connector = FakeConnector(Frontier(30), Policy(min_free=0), unreachable=True)
     with pytest.raises(MasterUnreachable, match=r"no master at fake after 0\.2 s"):
         make_worker(tmp_path, connector, connect_seconds=0.2).run()
 
@@ -150,7 +151,7 @@ def test_leases_are_renewed_while_a_download_lasts(tmp_path: Path, monkeypatch: 
     monkeypatch.setattr("crawler.worker.fetch", slow_fetch)
     frontier = Frontier(0.3)
     frontier.add(images(1))
-    connector = FakeConnector(frontier, Policy(lease_seconds=0.3))
+    connector = FakeConnector(frontier, Policy(lease_seconds=0.3, min_free=0))
     thread, status = run_in_thread(make_worker(tmp_path, connector))
     wait_until(lambda: bool(connector.links) and connector.links[0].renewals >= 3, "three heartbeats")
     assert frontier.expire_leases() == []  # renewed, so never overdue
@@ -192,10 +193,36 @@ def test_a_download_thread_survives_a_raising_fetch_and_the_crawl_ends(
     frontier = Frontier(30)
     frontier.add(images(2))
     # One thread: the second URL is fetched by the thread the first one's error went through.
-    thread, status = run_in_thread(make_worker(tmp_path, FakeConnector(frontier, Policy()), threads=1))
+    thread, status = run_in_thread(make_worker(tmp_path, FakeConnector(frontier, Policy(min_free=0)), threads=1))
     results = collect_results(frontier, 2)
     frontier.finish()
     thread.join(10)
     assert status == [0]
     assert (results[1].outcome, results[1].error) == (Outcome.FAILED, "unexpected error: RuntimeError: fetch blew up")
     assert (results[2].outcome, results[2].bytes) == (Outcome.OK, 3)
+
+
+@responses.activate
+def test_a_worker_short_of_space_hands_its_urls_back_and_resumes_when_space_returns(
+    small_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    filler = small_disk / "filler"
+    filler.write_bytes(b"x" * 700 * 1024)  # of 1 MiB: below a floor of 512 KiB
+    frontier = Frontier(30)
+    tasks = images(3)
+    for task in tasks:
+        responses.get(task.url, body=b"png")
+    frontier.add(tasks)
+    worker = make_worker(small_disk, FakeConnector(frontier, Policy(min_free=512 * 1024)))
+    with caplog.at_level(logging.WARNING, logger="crawler"):
+        thread, status = run_in_thread(worker)
+        wait_until(lambda: "waiting for space" in caplog.text, "the worker to pause")
+        assert frontier.counts()[:3] == (3, 3, 0)  # all ready for others, none leased, none fetched
+        assert len(responses.calls) == 0
+        filler.unlink()
+        results = collect_results(frontier, 3)
+        frontier.finish()
+        thread.join(10)
+    assert status == [0]
+    assert all(result.outcome == Outcome.OK for result in results.values())
+    assert "space is back" in caplog.text

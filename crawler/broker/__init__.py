@@ -113,8 +113,11 @@ class WorkerLink(Protocol):
     def renew(self) -> int:
         """Extend this worker's leases (the heartbeat); return how many."""
 
-    def release_all(self) -> int:
-        """Hand back every lease this worker holds; return how many."""
+    def release_all(self, leaving: bool = True) -> int:
+        """Hand back every lease this worker holds; return how many.
+
+        ``leaving``: the worker is going away and is given nothing more.
+        """
 
 
 class Connector(Protocol):

@@ -131,14 +131,19 @@ class Frontier:
             self._workers.heard(worker, now)
             return self._leases.renew(worker, now + self.lease_seconds)
 
-    def release(self, worker: str) -> int:
-        """Put back, without counting an attempt, every task ``worker`` holds."""
+    def release(self, worker: str, leaving: bool = True) -> int:
+        """Put back, without counting an attempt, every task ``worker`` holds.
+
+        A worker ``leaving`` is given nothing more; one that only paused
+        (its disk is short of space) asks again later.
+        """
         with self._changed:
             held = self._leases.held_by(worker)
             for lease in held:
                 self._end_lease(lease.task.id)
                 self._hosts.push(lease.task.id, lease.host, front=True)
-            self._workers.leave(worker)
+            if leaving:
+                self._workers.leave(worker)
             self._changed.notify_all()
             return len(held)
 

@@ -65,8 +65,8 @@ class TaskQueueView:
     def renew(self) -> int:
         return self._frontier.renew(self._worker)
 
-    def release(self) -> int:
-        return self._frontier.release(self._worker)
+    def release(self, leaving: bool = True) -> int:
+        return self._frontier.release(self._worker, leaving)
 
     def policy(self) -> dict[str, object]:
         return self._policy
@@ -154,10 +154,10 @@ class ManagerLink:
     def renew(self) -> int:
         return int(self._call(self._task.renew))
 
-    def release_all(self) -> int:
+    def release_all(self, leaving: bool = True) -> int:
         # Called after Ctrl-C, which may have cut a call short on this thread's connection.
         drop_thread_connection(self._task)
-        return int(self._call(self._task.release))
+        return int(self._call(self._task.release, leaving))
 
     def _call(self, method: Callable[..., Any], *args: object) -> Any:
         try:
