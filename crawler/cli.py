@@ -9,6 +9,7 @@ not run, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import re
@@ -47,6 +48,7 @@ AUTHKEY_ENV = "CRAWLER_AUTHKEY"
 MIN_FREE_ENV = "CRAWLER_MIN_FREE"
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 WORKER_EXIT_SECONDS = 10.0
+STATUS_WATCH_SECONDS = 2.0
 CRAWL_PER_HOST = 4
 """Default downloads in flight per host when following links: polite to sites we were not asked about."""
 DEFAULTS = Policy()
@@ -140,12 +142,15 @@ for _converter, _name in (
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="crawler", description="Distributed web and image downloader.")
     parser.add_argument("--version", action="version", version=f"crawler {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,master,worker,manifest}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{run,master,worker,manifest,status}")
     run = commands.add_parser("run", help="crawl on this machine: a master and local workers")
     master = commands.add_parser("master", help="serve a crawl to workers on any machine")
     worker = commands.add_parser("worker", help="work for a master")
     rebuild = commands.add_parser("manifest", help="rewrite DIR/manifest.jsonl from the crawl state")
-    for sub in (run, master, worker, rebuild):
+    status = commands.add_parser("status", help="show how a crawl is doing, while it runs or after")
+    status.add_argument("--json", action="store_true", help="one JSON object (keys in the README)")
+    status.add_argument("--watch", action="store_true", help="redraw every 2 s until the crawl ends")
+    for sub in (run, master, worker, rebuild, status):
         sub.add_argument("-o", "--output", type=Path, default=Path("output"), help="output folder (default: output)")
         sub.add_argument("-q", "--quiet", action="store_true", help="print errors only")
         sub.add_argument("-v", "--verbose", action="count", default=0, help="more detail (-vv for debug)")
@@ -259,6 +264,12 @@ def add_request_options(sub: argparse.ArgumentParser) -> None:
     group.add_argument("--netrc", action="store_true", help="Basic auth per host from ~/.netrc (machine entries)")
     group.add_argument("--netrc-file", type=Path, help="Basic auth per host from this netrc file")
     group.add_argument(
+        "--metrics",
+        type=_address,
+        metavar="HOST:PORT",
+        help="serve /metrics (Prometheus), /status.json and a status page here; HOST defaults to 127.0.0.1",
+    )
+    group.add_argument(
         "--min-free",
         type=_size,
         default=os.environ.get(MIN_FREE_ENV, "1G"),
@@ -368,7 +379,14 @@ def open_master(args: argparse.Namespace, bind: tuple[str, int], authkey: bytes,
     config = MasterConfig(policy=policy, show_progress=not args.quiet, max_urls=args.max_urls)
     robots = RobotsGate(policy.agent) if crawling and not args.ignore_robots else None
     backlog = Backlog(output.state, read_seeds(seeds), scope, _credentials(args))
-    return Master(config, output, broker, backlog, scope, robots)
+    master = Master(config, output, broker, backlog, scope, robots)
+    if args.metrics is not None:
+        from .web import MetricsServer
+
+        server = MetricsServer(args.metrics, master.monitor)
+        stack.callback(server.close)
+        logger.info("master: metrics and status page on http://%s/", server.address)
+    return master
 
 
 def _credentials(args: argparse.Namespace) -> HostCredentials:
@@ -504,7 +522,30 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-COMMANDS = {"run": command_run, "master": command_master, "worker": command_worker, "manifest": command_manifest}
+def command_status(args: argparse.Namespace) -> int:
+    """Print the crawl's latest status; with --watch, again every 2 s until it ends."""
+    from .monitor import read_status, render_status
+
+    while True:
+        snapshot = read_status(args.output)
+        if args.json:
+            print(json.dumps(snapshot), flush=True)
+        else:
+            if args.watch and sys.stdout.isatty():
+                print("\x1b[H\x1b[2J", end="")  # redraw in place on a terminal
+            print(render_status(snapshot), flush=True)
+        if not args.watch or not snapshot["running"]:
+            return EXIT_OK
+        time.sleep(STATUS_WATCH_SECONDS)
+
+
+COMMANDS = {
+    "run": command_run,
+    "master": command_master,
+    "worker": command_worker,
+    "manifest": command_manifest,
+    "status": command_status,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,6 +9,7 @@ never disagree with the files.
 
 from __future__ import annotations
 
+import collections
 import logging
 from collections.abc import Sequence
 
@@ -25,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 SHOWN_BAD_SEEDS = 10
 """Bad seed lines logged one by one; past this, one summary line (all are in the manifest)."""
+MAX_REASONS = 1000
+"""Distinct failure reasons counted; past this, new ones count as one (a hostile server could vary them)."""
+OTHER_REASONS = "(other reasons)"
 
 
 class Ledger:
@@ -36,6 +40,8 @@ class Ledger:
         self.counts = CrawlCounts(ok=by_status.get(Status.OK, 0), failed=by_status.get(Status.FAILED, 0))
         self.counts.known(sum(by_status.values()))
         self.invalid_seeds = 0
+        self.failure_reasons: collections.Counter[str] = collections.Counter()
+        self.depth_reached = 0
 
     def record(self, finals: list[FinalRecord], retries: Sequence[Retry] = (), log_failures: bool = True) -> None:
         """Write final states (manifest, then state) and the attempts of URLs that will be retried."""
@@ -45,13 +51,23 @@ class Ledger:
         self._output.state.save(finals, [(retry.task.id, retry.attempts_made) for retry in retries])
         for record in finals:
             self.counts.finished(record.status == Status.OK, record.bytes)
-            if log_failures and record.status == Status.FAILED:
-                logger.warning("failed: %s: %s", record.url, record.error)
+            self.depth_reached = max(self.depth_reached, record.depth)
+            if record.status == Status.FAILED:
+                self._count_reason(record.error or "failed")
+                if log_failures:
+                    logger.warning("failed: %s: %s", record.url, record.error)
+
+    def _count_reason(self, reason: str) -> None:
+        reason = reason[:200]
+        if reason not in self.failure_reasons and len(self.failure_reasons) >= MAX_REASONS:
+            reason = OTHER_REASONS
+        self.failure_reasons[reason] += 1
 
     def record_invalid_seeds(self, lines: list[SeedLine], last_chunk: bool) -> None:
         """Record bad seed lines as failed; log the first few, then one line for the rest."""
         for line in lines:
             self.invalid_seeds += 1
+            self._count_reason(line.error or "invalid URL")
             if self.invalid_seeds <= SHOWN_BAD_SEEDS:
                 logger.warning("seeds line %d: %s: %s", line.line_number, line.error, line.text[:200])
         self.counts.refused_lines(len(lines))

@@ -26,6 +26,7 @@ from .broker import Broker, Lease
 from .errors import CrawlerError
 from .ledger import Ledger
 from .messages import Outcome, Policy, Result, Task
+from .monitor import Monitor
 from .outcomes import Retry, judge_expired, judge_result, links_to_follow, refused
 from .output import CrawlOutput
 from .progress import Progress
@@ -82,6 +83,7 @@ class Master:
         self.ledger = Ledger(output)
         self.counts = self.ledger.counts
         self.progress = Progress(self.counts, enabled=config.show_progress)
+        self.monitor = Monitor(output.root, self.ledger, broker, self.policy)
         self._watchdog: Callable[[], None] = _nothing
         self._space_checked = 0.0
         self._load_seeds()  # the first chunk now: a list without a valid URL fails before serving
@@ -109,6 +111,7 @@ class Master:
             raise
         finally:
             self.progress.clear()
+            self.monitor.tick(running=False)
         self.broker.finish()
         self._linger()
         return 1 if self.counts.failed else 0
@@ -122,6 +125,7 @@ class Master:
         self.broker.wait_for_results(LOOP_WAIT_SECONDS)
         self._collect()
         self.progress.tick()
+        self.monitor.tick()
 
     def _check_space(self) -> None:
         now = time.monotonic()
@@ -174,6 +178,7 @@ class Master:
 
     def _on_result(self, task: Task, result: Result) -> Retry | FinalRecord | None:
         """Judge a result; queue the links of a page. None: a robots.txt, applied at once."""
+        self.monitor.observe(result)
         decision = judge_result(task, result, self.policy, self._rng)
         if isinstance(decision, Retry):
             logger.debug("master: %s: %s; retry %d in %.1f s", task.url, result.error, task.attempt, decision.delay)

@@ -17,7 +17,7 @@ from typing import NamedTuple, Protocol
 
 from ..messages import Policy, Result, Task
 
-__all__ = ["Broker", "Connector", "Delivery", "Lease", "WindowCounts", "WorkerLink"]
+__all__ = ["Broker", "BrokerStatus", "Connector", "Delivery", "Lease", "WindowCounts", "WorkerLink", "WorkerRow"]
 
 
 class Lease(NamedTuple):
@@ -27,6 +27,8 @@ class Lease(NamedTuple):
     deadline: float
     task: Task
     host: str
+    granted: float = 0.0
+    """When the task was handed out (renewals keep it)."""
 
 
 class Delivery(NamedTuple):
@@ -45,6 +47,29 @@ class WindowCounts(NamedTuple):
     leased: int
     starved: bool
     """The last hand-out found ready URLs but politeness held every one back."""
+
+
+class WorkerRow(NamedTuple):
+    """One worker as the broker saw it."""
+
+    name: str
+    threads: int
+    leases: int
+    done: int
+    """Results delivered."""
+    idle_seconds: float
+    """Since it was last heard from."""
+
+
+class BrokerStatus(NamedTuple):
+    """What the broker can tell a person watching the crawl."""
+
+    workers: list[WorkerRow]
+    retry_waiting: int
+    hosts_in_rotation: int
+    busiest_hosts: list[tuple[str, int]]
+    """Hosts with the most URLs ready, and how many."""
+    oldest_lease_seconds: float | None
 
 
 class Broker(Protocol):
@@ -79,6 +104,9 @@ class Broker(Protocol):
         """End and return the leases past their deadline; their tasks leave play."""
 
     def counts(self) -> WindowCounts: ...
+
+    def status(self) -> BrokerStatus:
+        """Workers, hosts and leases, for ``crawler status`` and the metrics."""
 
     def finish(self) -> None:
         """Say the crawl is over: every worker that asks is told to stop."""

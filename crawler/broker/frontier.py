@@ -12,13 +12,14 @@ paired with the task it answers.
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from collections.abc import Callable
 
 from ..links import host_of
 from ..messages import Result, Task
-from . import Delivery, Lease, WindowCounts
+from . import BrokerStatus, Delivery, Lease, WindowCounts, WorkerRow
 from .hosts import HostQueues
 from .leases import Leases
 from .workers import WorkerRegistry
@@ -97,7 +98,7 @@ class Frontier:
         tasks = []
         for task_id, host in taken:
             task = self._in_play[task_id]
-            self._leases[task_id] = Lease(worker, deadline, task, host)
+            self._leases[task_id] = Lease(worker, deadline, task, host, now)
             tasks.append(task)
         self._starved = not tasks and self._hosts.ready_total > 0
         return tasks
@@ -116,6 +117,7 @@ class Frontier:
         """Accept results; a result for a URL no longer in play is a late duplicate."""
         with self._changed:
             self._workers.heard(worker, self._clock())
+            self._workers.delivered(worker, len(results))
             for result in results:
                 task = self._in_play.pop(result.id, None)
                 if task is None:
@@ -206,6 +208,23 @@ class Frontier:
         with self._changed:
             in_play = len(self._in_play) + len(self._inbox)
             return WindowCounts(self._hosts.ready_total, in_play, len(self._leases), self._starved)
+
+    def status(self) -> BrokerStatus:
+        with self._changed:
+            now = self._clock()
+            held = collections.Counter(lease.worker for lease in self._leases.values())
+            workers = [
+                WorkerRow(name, threads, held[name], done, idle)
+                for name, threads, done, idle in self._workers.rows(now)
+            ]
+            oldest = min((lease.granted for lease in self._leases.values()), default=None)
+            return BrokerStatus(
+                workers,
+                self._hosts.waiting_count,
+                self._hosts.rotation_size,
+                self._hosts.busiest(10),
+                None if oldest is None else now - oldest,
+            )
 
     def finish(self) -> None:
         """Declare the crawl over: workers asking are told to stop."""

@@ -58,6 +58,21 @@ class HostQueues:
             entry.in_rotation = True
             self._rotation.append(host)
 
+    @property
+    def waiting_count(self) -> int:
+        """Retries waiting for their time."""
+        return len(self._waiting)
+
+    @property
+    def rotation_size(self) -> int:
+        """Hosts with URLs ready."""
+        return len(self._rotation)
+
+    def busiest(self, count: int) -> list[tuple[str, int]]:
+        """The ``count`` hosts with the most URLs ready."""
+        ready = ((name, len(host.ready)) for name, host in self._hosts.items() if host.ready)
+        return sorted(ready, key=lambda item: -item[1])[:count]
+
     def push_later(self, task_id: int, host: str, due: float) -> None:
         """Make ``task_id`` ready at time ``due`` (a retry's backoff)."""
         heapq.heappush(self._waiting, (due, task_id, host))

@@ -16,13 +16,16 @@ class WorkerRegistry:
         self._threads: dict[str, int] = {}
         self._told_over: set[str] = set()
         self._gone: set[str] = set()
+        self._done: dict[str, int] = {}
+        self._last_heard: dict[str, float] = {}  # of every worker ever seen, for a person watching
 
     def connect(self, worker: str, threads: int, now: float) -> None:
         self._threads[worker] = threads
-        self._seen[worker] = now
+        self.heard(worker, now)
 
     def heard(self, worker: str, now: float) -> None:
         self._seen[worker] = now
+        self._last_heard[worker] = now
 
     def leave(self, worker: str) -> None:
         """``worker`` handed its leases back and is leaving: it is given nothing more.
@@ -36,6 +39,16 @@ class WorkerRegistry:
 
     def is_gone(self, worker: str) -> bool:
         return worker in self._gone
+
+    def delivered(self, worker: str, count: int) -> None:
+        self._done[worker] = self._done.get(worker, 0) + count
+
+    def rows(self, now: float) -> list[tuple[str, int, int, float]]:
+        """(name, threads, results delivered, seconds since heard) of every worker seen, gone ones too."""
+        return [
+            (name, self._threads.get(name, 0), self._done.get(name, 0), now - at)
+            for name, at in self._last_heard.items()
+        ]
 
     def live_threads(self, since: float) -> int:
         """Download threads of the workers heard from since ``since``."""
