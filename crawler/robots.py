@@ -65,9 +65,6 @@ class RobotsGate:
             self._held[host].append(task)
         return allowed, refused, fetch_first
 
-    def is_robots_task(self, task_id: int) -> bool:
-        return task_id in self._robots_ids
-
     def learn(self, result: Result) -> RobotsVerdict:
         """Take a robots task's final result; release that host's waiting URLs."""
         host = self._robots_ids.pop(result.id)
