@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, NoReturn
 from . import __version__
 from .broker.transport import parse_address
 from .errors import CrawlerError, UsageError
-from .messages import Policy, Status
+from .messages import RESIZE_MODES, Policy, Status
 from .rules import Scope, parse_patterns
 from .seeds import open_seeds, read_seeds
 from .shaping import HostCredentials, load_cookies, load_netrc, parse_header, read_header_file
@@ -100,6 +100,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _quality(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 100:
+        raise ValueError
+    return value
+
+
 def _domains(text: str) -> tuple[str, ...]:
     # In the IDNA form URLs are normalised to, so bücher.example matches its links.
     domains = (domain.strip().strip(".") for domain in text.split(",") if domain.strip().strip("."))
@@ -135,6 +142,7 @@ for _converter, _name in (
     (_non_negative_int, "a whole number"),
     (_positive_float, "a positive number"),
     (_non_negative_float, "a number"),
+    (_quality, "a quality from 1 to 100"),
 ):
     _converter.__name__ = _name  # argparse names the type in its "invalid ... value" message
 
@@ -212,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (run, master):
         add_crawl_options(sub)
         add_request_options(sub)
+        add_image_options(sub)
     for sub in (run, worker):
         sub.add_argument(
             "-t", "--threads", type=_positive_int, default=16, help="downloads at once per worker (default: 16)"
@@ -246,6 +255,57 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to keep trying to reach the master (default: 60)",
     )
     return parser
+
+
+def add_image_options(sub: argparse.ArgumentParser) -> None:
+    """Options of images: resize and re-encode on the workers (img2dataset's names), opt-outs."""
+    group = sub.add_argument_group("images")
+    group.add_argument(
+        "--resize",
+        type=_positive_int,
+        default=DEFAULTS.resize,
+        metavar="SIZE",
+        help="decode, resize and re-encode every kept file as an image of this size",
+    )
+    group.add_argument(
+        "--resize-mode",
+        choices=RESIZE_MODES,
+        default=DEFAULTS.resize_mode,
+        help="which side becomes SIZE, as in img2dataset (default: %(default)s)",
+    )
+    group.add_argument("--resize-only-down", action="store_true", help="never enlarge")
+    group.add_argument(
+        "--image-format",
+        choices=("jpg", "png", "webp"),
+        default=DEFAULTS.image_format,
+        help="format of re-encoded images (default: %(default)s)",
+    )
+    group.add_argument(
+        "--quality", type=_quality, default=DEFAULTS.quality, help="JPEG/WebP quality, 1-100 (default: %(default)s)"
+    )
+    group.add_argument(
+        "--min-image-size",
+        type=_non_negative_int,
+        default=DEFAULTS.min_image_size,
+        help="fail images whose smaller side is below this (default: no floor)",
+    )
+    group.add_argument(
+        "--max-aspect-ratio",
+        type=_non_negative_float,
+        default=DEFAULTS.max_aspect_ratio,
+        help="fail images more elongated than this (default: no limit)",
+    )
+    group.add_argument(
+        "--max-image-pixels",
+        type=_non_negative_int,
+        default=DEFAULTS.max_image_pixels,
+        help="fail larger images before decoding them (default: %(default)s)",
+    )
+    group.add_argument(
+        "--ignore-x-robots", action="store_true", help="keep files whose X-Robots-Tag says noai or noimageai"
+    )
+    group.add_argument("--x-robots-strict", action="store_true",
+                       help="also honour X-Robots-Tag noindex and noimageindex")  # fmt: skip
 
 
 def add_request_options(sub: argparse.ArgumentParser) -> None:
@@ -344,6 +404,16 @@ def build_policy(args: argparse.Namespace) -> Policy:
         headers=tuple(args.headers),
         cookies=load_cookies(args.cookies) if args.cookies else (),
         min_free=args.min_free,
+        resize=args.resize,
+        resize_mode=args.resize_mode,
+        resize_only_down=args.resize_only_down,
+        image_format=args.image_format,
+        quality=args.quality,
+        min_image_size=args.min_image_size,
+        max_aspect_ratio=args.max_aspect_ratio,
+        max_image_pixels=args.max_image_pixels,
+        honor_x_robots=not args.ignore_x_robots,
+        x_robots_strict=args.x_robots_strict,
         timeout=args.timeout,
         max_time=args.max_time,
         min_speed=args.min_speed,

@@ -18,20 +18,28 @@ import logging
 import os
 import time
 import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import requests
 import urllib3
 
 from .links import LinkExtractor
 from .messages import Outcome, Policy, Result, Task
-from .mime import is_html
-from .rules import Keep
+from .mime import is_html, media_type
+
+if TYPE_CHECKING:
+    from .images import ImageInfo
+from .rules import Keep, opted_out
 from .storage import FileWriter, OutputFolder, relative_path_for
 from .transfer import LimitedAdapter, Transfer, TransferAborted, Watchdog
 
 __all__ = ["fetch", "make_session", "parse_retry_after"]
 
 logger = logging.getLogger(__name__)
+
+HEAD_BYTES = 64 * 1024
+"""First bytes of an image kept to read its header from memory, not from the file again."""
 
 
 class BodyTooLarge(Exception):
@@ -218,18 +226,26 @@ def _save(response: requests.Response, task: Task, policy: Policy, output: Outpu
         return unsuccessful
     content_type = response.headers.get("Content-Type")
     status = response.status_code
+    opt_out = _opted_out(response, policy)
+    if opt_out:
+        error = f"opted out by X-Robots-Tag: {opt_out}"
+        return Result(task.id, task.url, Outcome.FAILED, content_type=content_type, http_status=status, error=error)
     extractor = LinkExtractor(content_type) if task.depth < policy.depth and is_html(content_type) else None
     kept = Keep(policy.accept, policy.reject).keeps(task.url, content_type)
     if not kept and extractor is None:
         return Result(task.id, task.url, Outcome.OK, content_type=content_type, http_status=status, kept=False)
     _check_declared_length(response, policy)
+    if kept and policy.reencodes:
+        return _save_reencoded(response, task, policy, output, transfer, extractor)
     relative = relative_path_for(task.url, content_type)
+    head: list[bytes] | None = [] if kept and media_type(content_type).startswith("image/") else None
     if kept:
         with output.writer(relative) as file:
-            size, digest = _stream_body(response, policy, transfer, file, extractor)
+            size, digest = _stream_body(response, policy, transfer, file, extractor, head)
     else:
         size, digest = _stream_body(response, policy, transfer, None, extractor)
     links, base = extractor.close() if extractor else ([], None)
+    info = _image_info(head, output.root / relative) if head is not None else None
     return Result(
         task.id,
         task.url,
@@ -243,6 +259,71 @@ def _save(response: requests.Response, task: Task, policy: Policy, output: Outpu
         links=tuple(links),
         base=base,
         page_url=response.url,
+        width=info.width if info else None,
+        height=info.height if info else None,
+        image_format=info.format if info else None,
+    )
+
+
+def _opted_out(response: requests.Response, policy: Policy) -> str | None:
+    if not policy.honor_x_robots:
+        return None
+    return opted_out(response.headers.get("X-Robots-Tag"), policy.agent, policy.x_robots_strict)
+
+
+def _image_info(head: list[bytes], saved: Path) -> ImageInfo | None:
+    """The saved image's header, read from its first bytes (or, for metadata past them, the file)."""
+    from .images import header_bytes, read_header  # Pillow is loaded when an image first needs it
+
+    first = head[0] if len(head) == 1 else b"".join(head)
+    needed = header_bytes(first)
+    if needed > len(first) >= HEAD_BYTES:
+        return read_header(saved)  # metadata longer than the head kept in memory
+    return read_header(first[:needed])
+
+
+def _save_reencoded(
+    response: requests.Response,
+    task: Task,
+    policy: Policy,
+    output: OutputFolder,
+    transfer: Transfer,
+    extractor: LinkExtractor | None,
+) -> Result:
+    """--resize: the body into a scratch file, decoded from there, and only the result written."""
+    content_type = response.headers.get("Content-Type")
+    status = response.status_code
+    from .images import ImageRejected, resize
+
+    with output.scratch(relative_path_for(task.url, content_type)) as (file, path):
+        _stream_body(response, policy, transfer, file, extractor)
+        try:
+            resized = resize(path, policy)
+        except ImageRejected as error:
+            return Result(
+                task.id, task.url, Outcome.FAILED, content_type=content_type, http_status=status, error=str(error)
+            )
+    relative = relative_path_for(task.url, resized.content_type, extension=f".{policy.image_format}")
+    with output.writer(relative) as saved:
+        saved.write(resized.data)
+    links, base = extractor.close() if extractor else ([], None)
+    return Result(
+        task.id,
+        task.url,
+        Outcome.OK,
+        path=relative,
+        bytes=len(resized.data),
+        sha256=hashlib.sha256(resized.data).hexdigest(),
+        content_type=resized.content_type,
+        http_status=status,
+        links=tuple(links),
+        base=base,
+        page_url=response.url,
+        width=resized.info.width,
+        height=resized.info.height,
+        image_format=resized.info.format,
+        original_width=resized.original.width,
+        original_height=resized.original.height,
     )
 
 
@@ -284,6 +365,7 @@ def _stream_body(
     transfer: Transfer,
     file: FileWriter | None,
     extractor: LinkExtractor | None,
+    head: list[bytes] | None = None,
 ) -> tuple[int, str]:
     """Copy the decoded body to ``file`` and ``extractor``; return its size and SHA-256.
 
@@ -301,6 +383,8 @@ def _stream_body(
         digest.update(chunk)
         if file is not None:
             file.write(chunk)
+        if head is not None and size - len(chunk) < HEAD_BYTES:
+            head.append(chunk)  # the chunks themselves, uncopied: enough for an image header, read after
         if extractor is not None:
             extractor.feed(chunk)
     transfer.check_not_cut()

@@ -14,7 +14,10 @@ from typing import Any, NamedTuple
 
 from . import __version__
 
-__all__ = ["Outcome", "Policy", "Result", "Status", "Task"]
+__all__ = ["RESIZE_MODES", "Outcome", "Policy", "Result", "Status", "Task"]
+
+RESIZE_MODES = ("keep_ratio", "keep_ratio_largest", "center_crop", "border", "no")
+"""img2dataset's resize modes, same names and meaning (see crawler.images)."""
 
 
 class Outcome(str, enum.Enum):
@@ -78,6 +81,25 @@ class Policy:
     """(domain, path, name, value, secure, expires) from ``--cookies``, sent where their domain matches."""
     min_free: int = 1024**3
     """Bytes the output folder must keep free; below, a worker takes no new URL (0: no floor)."""
+    resize: int = 0
+    """With --resize: the target size of images (see crawler.images); 0 keeps files as they came."""
+    resize_mode: str = "keep_ratio"
+    resize_only_down: bool = False
+    image_format: str = "jpg"
+    quality: int = 95
+    min_image_size: int = 0
+    max_aspect_ratio: float = 0.0
+    max_image_pixels: int = 90_000_000
+    """Larger images fail their URL before a pixel is decoded (a decompression bomb)."""
+    honor_x_robots: bool = True
+    """Do not keep files whose X-Robots-Tag says noai or noimageai."""
+    x_robots_strict: bool = False
+    """Also honour noindex and noimageindex."""
+
+    @property
+    def reencodes(self) -> bool:
+        """Whether kept files are decoded and re-encoded as images (--resize, or --resize-mode no)."""
+        return self.resize > 0 or self.resize_mode == "no"
 
     def to_wire(self) -> dict[str, Any]:
         """Return the policy as a dict of builtins for a worker."""
@@ -143,3 +165,10 @@ class Result(NamedTuple):
     """The URL the page was finally served from, after redirects."""
     robots: str | None = None
     """For a robots task: the robots.txt text (empty when there is none)."""
+    width: int | None = None
+    height: int | None = None
+    image_format: str | None = None
+    """Of the saved file, read from its header, when it is an image."""
+    original_width: int | None = None
+    original_height: int | None = None
+    """Before --resize."""

@@ -85,6 +85,11 @@ def final_record(task: Task, result: Result, policy: Policy) -> FinalRecord:
         depth=task.depth,
         parent=task.parent,
         kept=result.kept,
+        width=result.width,
+        height=result.height,
+        image_format=result.image_format,
+        original_width=result.original_width,
+        original_height=result.original_height,
         # A page whose links are queued now; a later, deeper run reads the others again.
         links_followed=ok and task.depth < policy.depth and is_html(result.content_type),
     )

@@ -15,7 +15,35 @@ from urllib.parse import unquote, urlsplit
 
 from .mime import media_type
 
-__all__ = ["Keep", "Scope", "parse_patterns"]
+__all__ = ["Keep", "Scope", "opted_out", "parse_patterns"]
+
+AI_OPT_OUTS = ("noai", "noimageai")
+INDEX_OPT_OUTS = ("noindex", "noimageindex")
+# Directives whose value follows a colon: not the name of a user agent.
+DIRECTIVES_WITH_VALUES = {"unavailable_after", "max-snippet", "max-image-preview", "max-video-preview"}
+
+
+def opted_out(header: str | None, agent: str, strict: bool = False) -> str | None:
+    """Return the X-Robots-Tag directive that asks us not to keep a file, or None.
+
+    ``noai`` and ``noimageai`` always count (img2dataset's default);
+    ``noindex`` and ``noimageindex`` only when ``strict``. A directive may
+    name a user agent (``otherbot: noai``); it counts for us when the name
+    is ``*`` or our User-Agent's product token.
+    """
+    if not header:
+        return None
+    ours = agent.split("/", 1)[0].strip().lower()
+    refused = AI_OPT_OUTS + (INDEX_OPT_OUTS if strict else ())
+    scope = "*"  # a directive without a name is for every agent; a name holds until the next one
+    for item in header.lower().split(","):
+        name, colon, rest = item.partition(":")
+        if colon and name.strip() not in DIRECTIVES_WITH_VALUES and " " not in name.strip():
+            scope, item = name.strip(), rest
+        for directive in item.split():
+            if directive in refused and scope in ("*", ours):
+                return directive
+    return None
 
 
 def parse_patterns(text: str) -> tuple[str, ...]:

@@ -73,6 +73,11 @@ class FinalRecord:
     depth: int = dataclasses.field(default=0, metadata=_column("INTEGER NOT NULL DEFAULT 0", inserted=True))
     parent: str | None = dataclasses.field(default=None, metadata=_column("TEXT", inserted=True))
     kept: bool = dataclasses.field(default=True, metadata=_column("INTEGER NOT NULL DEFAULT 1"))
+    width: int | None = dataclasses.field(default=None, metadata=_column("INTEGER"))
+    height: int | None = dataclasses.field(default=None, metadata=_column("INTEGER"))
+    image_format: str | None = dataclasses.field(default=None, metadata=_column("TEXT"))
+    original_width: int | None = dataclasses.field(default=None, metadata=_column("INTEGER"))
+    original_height: int | None = dataclasses.field(default=None, metadata=_column("INTEGER"))
     links_followed: bool = dataclasses.field(
         default=False, metadata=_column("INTEGER NOT NULL DEFAULT 0", manifest=False)
     )

@@ -70,19 +70,20 @@ def _host_folder(url: str) -> str:
     return "_" + folder if folder in RESERVED_NAMES else folder
 
 
-def relative_path_for(url: str, content_type: str | None = None) -> str:
+def relative_path_for(url: str, content_type: str | None = None, extension: str | None = None) -> str:
     """Return the file's path relative to the output folder, with ``/`` separators.
 
-    The extension comes from the URL's last segment when it has one, else
-    from the Content-Type.
+    The extension is ``extension`` when given (a re-encoded image's), else
+    the URL's last segment's when it has one, else the Content-Type's.
     """
     segments = _path_segments(urlsplit(url).path)
     last = segments.pop() if segments else "index"
     match = EXTENSION.search(last)
     if match and match.start() > 0:
-        stem, extension = last[: match.start()], match.group().lower()
+        stem, from_url = last[: match.start()], match.group().lower()
     else:
-        stem, extension = last, extension_for(content_type)
+        stem, from_url = last, extension_for(content_type)
+    extension = extension if extension is not None else from_url
     digest = hashlib.sha256(url.encode("utf-8")).hexdigest()[:10]
     folders = [_sanitize(segment) for segment in segments[:MAX_FOLDERS]]
     if not EXTENSION.fullmatch(extension):
@@ -170,14 +171,7 @@ class OutputFolder:
         On any exception the temporary file is removed and nothing appears
         under the final name.
         """
-        if not is_safe_relative(relative):
-            raise ValueError(f"refusing to write outside the output folder: {relative}")
-        folder, _, name = os.path.join(self.root, relative).rpartition("/")
-        if folder not in self._made:
-            os.makedirs(folder, exist_ok=True)
-            self._made.add(folder)
-        temporary = f"{folder}/.{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        descriptor, temporary, final = self._open_temporary(relative)
         try:
             try:
                 file = FileWriter(descriptor)
@@ -185,11 +179,37 @@ class OutputFolder:
                 file.check_whole()
             finally:
                 os.close(descriptor)
-            os.replace(temporary, f"{folder}/{name}")
+            os.replace(temporary, final)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
             raise
+
+    @contextmanager
+    def scratch(self, relative: str) -> Iterator[tuple[FileWriter, Path]]:
+        """Yield a temporary file beside ``relative`` and its path; it is removed afterwards, always.
+
+        For a body that is only the raw material of what is kept (an image
+        to re-encode): it never appears under a final name.
+        """
+        descriptor, temporary, _final = self._open_temporary(relative)
+        try:
+            yield FileWriter(descriptor), Path(temporary)
+        finally:
+            os.close(descriptor)
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+
+    def _open_temporary(self, relative: str) -> tuple[int, str, str]:
+        """Open a new hidden ``.part`` file beside ``root/relative``; return it, its path and the final path."""
+        if not is_safe_relative(relative):
+            raise ValueError(f"refusing to write outside the output folder: {relative}")
+        folder, _, name = os.path.join(self.root, relative).rpartition("/")
+        if folder not in self._made:
+            os.makedirs(folder, exist_ok=True)
+            self._made.add(folder)
+        temporary = f"{folder}/.{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        return os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), temporary, f"{folder}/{name}"
 
 
 def remove_temp_files(root: Path, older_than: float) -> int:

@@ -6,6 +6,7 @@ import base64
 import collections
 import gzip
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -257,3 +258,37 @@ def test_headers_cookies_and_credentials_reach_the_server_and_no_secret_is_recor
     recorded = b"".join(path.read_bytes() for path in [out / "manifest.jsonl", *(out / ".crawler").iterdir()])
     for secret in ("HEADER-SECRET", "COOKIE-SECRET", "NETRC-SECRET", "URL-SECRET"):
         assert secret not in stderr and secret not in argv and secret.encode() not in recorded, secret
+
+
+def test_resize_end_to_end_keeps_resized_images_and_fails_what_cannot_be_one(tmp_path: Path, site: Site) -> None:
+    from PIL import Image
+
+    def jpeg(width: int, height: int) -> bytes:
+        out = io.BytesIO()
+        Image.new("RGB", (width, height), (90, 90, 200)).save(out, "JPEG")
+        return out.getvalue()
+
+    sizes = [(800, 600), (300, 900), (2000, 1000), (64, 64)]
+    urls = [site.add(f"/img/{w}x{h}.jpg", body=jpeg(w, h), content_type="image/jpeg") for w, h in sizes]
+    corrupt = site.add("/img/corrupt.jpg", body=jpeg(500, 500)[:200], content_type="image/jpeg")
+    opted = site.add("/img/noai.jpg", body=jpeg(500, 500), content_type="image/jpeg", headers={"X-Robots-Tag": "noai"})
+    seeds = write_seeds(tmp_path / "seeds.txt", [*urls, corrupt, opted])
+    out = tmp_path / "out"
+    done = run_crawler(
+        "run", str(seeds), "-o", str(out), "-w", "2", "-t", "4", "--resize", "128", "--image-format", "png"
+    )
+    assert done.returncode == 1, done.stderr  # two URLs failed, as they should
+    records = manifest(out)
+    for url, (width, height) in zip(urls, sizes, strict=True):
+        record = records[url]
+        scale = 128 / min(width, height)
+        assert record["status"] == "ok", record
+        assert (record["width"], record["height"]) == (round(width * scale), round(height * scale))
+        assert (record["original_width"], record["original_height"], record["image_format"]) == (width, height, "PNG")
+        with Image.open(out / str(record["path"])) as saved:
+            assert str(record["path"]).endswith(".png") and saved.size == (record["width"], record["height"])
+    assert records[corrupt]["status"] == "failed" and str(records[corrupt]["error"]).startswith("not a decodable image")
+    assert records[opted]["error"] == "opted out by X-Robots-Tag: noai"
+    assert (
+        len(list(out.rglob("*.png"))) == len(sizes) and not list(out.rglob("*.jpg")) and not list(out.rglob("*.part"))
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import io
 import typing
 import zlib
 from pathlib import Path
@@ -311,3 +312,66 @@ def test_basic_auth_of_a_task_goes_to_its_host_and_not_across_a_redirect(tmp_pat
     assert result.outcome == "ok", result.error
     assert responses.calls[0].request.headers["Authorization"] == "Basic YW5uOnMzY3JldA=="
     assert "Authorization" not in responses.calls[1].request.headers
+
+
+def jpeg(width: int, height: int) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (10, 120, 10)).save(out, "JPEG")
+    return out.getvalue()
+
+
+@responses.activate
+def test_a_kept_image_carries_its_size_and_format_and_other_files_none(tmp_path: Path) -> None:
+    responses.get(URL, body=jpeg(640, 480), content_type="image/jpeg")
+    responses.get("http://images.example/notes.txt", body=b"hello", content_type="text/plain")
+    image = run(tmp_path)
+    text = run(tmp_path, "http://images.example/notes.txt")
+    assert (image.width, image.height, image.image_format) == (640, 480, "JPEG")
+    assert (text.width, text.height, text.image_format) == (None, None, None)
+    assert image.original_width is None  # nothing was resized
+
+
+@pytest.mark.parametrize(
+    ("header", "strict", "refused"),
+    [
+        ("noai", False, "noai"),
+        ("noindex, noimageai", False, "noimageai"),
+        ("noindex", False, None),
+        ("noindex", True, "noindex"),
+        ("otherbot: noai", False, None),
+        ("crawler: noai", False, "noai"),
+    ],
+)
+@responses.activate
+def test_an_x_robots_tag_opt_out_keeps_nothing(tmp_path: Path, header: str, strict: bool, refused: str | None) -> None:
+    responses.get(URL, body=jpeg(8, 8), content_type="image/jpeg", headers={"X-Robots-Tag": header})
+    result = run(tmp_path, x_robots_strict=strict)
+    if refused:
+        assert (result.outcome, result.error) == ("failed", f"opted out by X-Robots-Tag: {refused}")
+        assert files_in(tmp_path) == []
+    else:
+        assert result.outcome == "ok" and len(files_in(tmp_path)) == 1
+    assert run(tmp_path, honor_x_robots=False).outcome == "ok"  # --ignore-x-robots
+
+
+@responses.activate
+def test_resize_writes_only_the_re_encoded_image(tmp_path: Path) -> None:
+    responses.get("http://images.example/photo.png", body=jpeg(800, 400), content_type="image/png")
+    result = run(tmp_path, "http://images.example/photo.png", resize=100, image_format="webp")
+    assert result.outcome == "ok", result.error
+    assert (result.width, result.height, result.image_format) == (200, 100, "WEBP")
+    assert (result.original_width, result.original_height, result.content_type) == (800, 400, "image/webp")
+    assert result.path is not None and result.path.endswith(".webp")
+    saved = (tmp_path / result.path).read_bytes()
+    assert len(saved) == result.bytes and hashlib.sha256(saved).hexdigest() == result.sha256
+    assert files_in(tmp_path) == [tmp_path / result.path]  # no original, no scratch
+
+
+@responses.activate
+def test_resize_of_a_body_that_is_no_image_fails_and_leaves_nothing(tmp_path: Path) -> None:
+    responses.get(URL, body=b"<html>surprise</html>", content_type="image/png")
+    result = run(tmp_path, resize=100)
+    assert result.outcome == "failed" and str(result.error).startswith("not a decodable image")
+    assert files_in(tmp_path) == []

@@ -117,3 +117,13 @@ def test_a_parser_failure_keeps_the_links_found_before_it(monkeypatch: pytest.Mo
     extractor.feed(b'<a href="/one">1</a><blink>')
     extractor.feed(b'<a href="/two">2</a>')
     assert extractor.close() == (["/one"], None)
+
+
+def test_x_robots_tag_directives_name_their_agent_until_the_next_name() -> None:
+    from crawler.rules import opted_out
+
+    assert opted_out("googlebot: noindex, crawler: noimageai", "crawler/0.1") == "noimageai"
+    assert opted_out("googlebot: noai, noimageai", "crawler/0.1") is None  # both for googlebot
+    assert opted_out("unavailable_after: 25 Jun 2010 15:00:00 PST, noai", "crawler/0.1") == "noai"
+    assert opted_out("*: noai", "mybot/2") == "noai"
+    assert opted_out(None, "crawler/0.1") is None

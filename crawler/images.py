@@ -1,0 +1,196 @@
+"""Images on the workers: read what a saved file is, or decode, resize and re-encode it.
+
+Every kept file that is an image gets its width, height and format from its
+header alone (Pillow's lazy open: no pixel is decoded). With ``--resize``,
+an image is decoded (JPEG in draft mode, at a fraction of full size when the
+target is small), turned upright by its EXIF orientation, filtered, resized
+as img2dataset does (same mode names and meaning) and re-encoded without its
+metadata; only the result is written. Pillow releases the GIL while it
+decodes, resizes and encodes, so a worker's download threads share the cores.
+
+A body that is not an image, or that Pillow cannot read, is no error for the
+header read (the three keys are null); with ``--resize`` it fails its URL.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import IO, NamedTuple
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .messages import Policy
+
+__all__ = ["ImageInfo", "ImageRejected", "Resized", "header_bytes", "read_header", "resize"]
+
+SIGNATURES = (
+    (b"\xff\xd8\xff", ("JPEG",)),
+    (b"\x89PNG\r\n\x1a\n", ("PNG",)),
+    (b"GIF8", ("GIF",)),
+    (b"BM", ("BMP",)),
+    (b"II*\x00", ("TIFF",)),
+    (b"MM\x00*", ("TIFF",)),
+)
+HEADER_WINDOW = 4096
+"""Bytes that hold the header of a PNG, GIF, WebP or plain JPEG, with room to spare."""
+
+FORMATS = {"jpg": ("JPEG", "image/jpeg"), "png": ("PNG", "image/png"), "webp": ("WEBP", "image/webp")}
+# Pillow's own bomb check warns, then raises, at a fixed global size; --max-image-pixels is
+# checked here instead, on the header, before any pixel is decoded.
+Image.MAX_IMAGE_PIXELS = None
+
+
+class ImageInfo(NamedTuple):
+    width: int
+    height: int
+    format: str
+
+
+class Resized(NamedTuple):
+    """A re-encoded image and what it was before."""
+
+    data: bytes
+    info: ImageInfo
+    original: ImageInfo
+    content_type: str
+
+
+class ImageRejected(Exception):
+    """The body cannot become the image the policy asks for; the message is the URL's error."""
+
+
+def header_bytes(head: bytes) -> int:
+    """How many of an image's first bytes its header needs.
+
+    A JPEG's size comes after its metadata segments (EXIF, ICC: up to 64 KB
+    each), whose lengths are written in front of them, so they are skipped
+    here. Handing Pillow only these bytes matters on bodies that only look
+    like images: its JPEG parser walks a random payload a byte at a time.
+    """
+    end = 2
+    if not head.startswith(b"\xff\xd8"):
+        return HEADER_WINDOW
+    while end + 4 <= len(head) and head[end] == 0xFF and (0xE0 <= head[end + 1] <= 0xEF or head[end + 1] == 0xFE):
+        end += 2 + int.from_bytes(head[end + 2 : end + 4], "big")  # an APPn or COM segment
+    return max(HEADER_WINDOW, end + HEADER_WINDOW)
+
+
+def read_header(source: bytes | Path) -> ImageInfo | None:
+    """Width, height and format from an image's header, or None when it is not a readable image."""
+    formats = _formats_for(source[:12]) if isinstance(source, bytes) else None
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source, formats=formats) as image:
+            return ImageInfo(image.width, image.height, image.format or "")
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
+
+
+def _formats_for(magic: bytes) -> tuple[str, ...] | None:
+    """The Pillow format a body's first bytes name, or None to let Pillow try them all.
+
+    When the named format fails, trying the forty others is wasted work
+    (three times the cost of a header read), and the answer is no anyway.
+    """
+    for signature, formats in SIGNATURES:
+        if magic.startswith(signature):
+            return formats
+    if magic[:4] == b"RIFF" and magic[8:12] == b"WEBP":
+        return ("WEBP",)
+    return None
+
+
+def resize(file: IO[bytes] | Path, policy: Policy) -> Resized:
+    """Decode, check, turn upright, resize and re-encode an image as ``policy`` says."""
+    try:
+        with Image.open(file) as image:
+            original = ImageInfo(image.width, image.height, image.format or "")
+            _check_size(original, policy)
+            if policy.resize and image.format == "JPEG":
+                # Decode at the smallest power-of-two scale still above the target: far less memory and CPU.
+                image.draft("RGB", _draft_size(original, policy))
+            image.load()
+            upright = ImageOps.exif_transpose(image) or image
+            result = _fit(_rgb(upright, policy), policy)
+    except ImageRejected:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        raise ImageRejected(f"not a decodable image: {error}") from None
+    pil_format, content_type = FORMATS[policy.image_format]
+    out = io.BytesIO()
+    # No exif= and no icc_profile=: the metadata stays behind.
+    result.save(out, pil_format, quality=policy.quality)
+    return Resized(out.getvalue(), ImageInfo(result.width, result.height, pil_format), original, content_type)
+
+
+def _check_size(info: ImageInfo, policy: Policy) -> None:
+    pixels = info.width * info.height
+    if policy.max_image_pixels and pixels > policy.max_image_pixels:
+        raise ImageRejected(
+            f"decompression bomb: {info.width} x {info.height} pixels, more than --max-image-pixels "
+            f"{policy.max_image_pixels}"
+        )
+    if policy.min_image_size and min(info.width, info.height) < policy.min_image_size:
+        raise ImageRejected(f"image too small: {info.width} x {info.height}")
+    smaller = max(min(info.width, info.height), 1)
+    if policy.max_aspect_ratio and max(info.width, info.height) / smaller > policy.max_aspect_ratio:
+        raise ImageRejected(
+            f"aspect ratio over --max-aspect-ratio {policy.max_aspect_ratio:g}: {info.width} x {info.height}"
+        )
+
+
+def _scale(width: int, height: int, policy: Policy) -> float:
+    """The factor that brings the side --resize-mode names to --resize.
+
+    The smaller side for keep_ratio and center_crop, the larger for
+    keep_ratio_largest and border, as in img2dataset.
+    """
+    side = min(width, height) if policy.resize_mode in ("keep_ratio", "center_crop") else max(width, height)
+    return policy.resize / max(side, 1)
+
+
+def _draft_size(info: ImageInfo, policy: Policy) -> tuple[int, int]:
+    """The size draft mode may go down to and still leave enough pixels for the target."""
+    scale = _scale(info.width, info.height, policy)
+    return max(1, int(info.width * scale)), max(1, int(info.height * scale))
+
+
+def _rgb(image: Image.Image, policy: Policy) -> Image.Image:
+    """A mode the output format takes; transparency goes onto white for JPEG (as img2dataset does)."""
+    if policy.image_format != "jpg" and image.mode in ("RGB", "RGBA", "L", "LA"):
+        return image
+    if image.mode in ("RGBA", "LA", "P", "PA"):
+        rgba = image.convert("RGBA")
+        if policy.image_format != "jpg":
+            return rgba
+        white = Image.new("RGB", rgba.size, (255, 255, 255))
+        white.paste(rgba, mask=rgba.getchannel("A"))
+        return white
+    return image.convert("RGB")
+
+
+def _fit(image: Image.Image, policy: Policy) -> Image.Image:
+    """Resize by img2dataset's modes; with ``resize_only_down``, never enlarge."""
+    size, mode = policy.resize, policy.resize_mode
+    if not size or mode == "no":
+        return image
+    width, height = image.size
+    scale = _scale(width, height, policy)
+    if policy.resize_only_down and scale > 1:
+        scale = 1.0
+    resized = image.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.LANCZOS)
+    if mode == "center_crop":
+        return ImageOps.fit(resized, (min(size, resized.width), min(size, resized.height)), centering=(0.5, 0.5))
+    if mode == "border":
+        canvas = Image.new(resized.mode, (max(size, resized.width), max(size, resized.height)), _white(resized.mode))
+        canvas.paste(resized, ((canvas.width - resized.width) // 2, (canvas.height - resized.height) // 2))
+        return canvas
+    return resized
+
+
+def _white(mode: str) -> int | tuple[int, ...]:
+    if mode == "L":
+        return 255
+    if mode == "LA":
+        return (255, 255)
+    return (255, 255, 255, 255) if mode == "RGBA" else (255, 255, 255)
