@@ -15,6 +15,8 @@ header read (the three keys are null); with ``--resize`` it fails its URL.
 from __future__ import annotations
 
 import io
+import os
+import threading
 from pathlib import Path
 from typing import IO, NamedTuple
 
@@ -39,6 +41,10 @@ FORMATS = {"jpg": ("JPEG", "image/jpeg"), "png": ("PNG", "image/png"), "webp": (
 # Pillow's own bomb check warns, then raises, at a fixed global size; --max-image-pixels is
 # checked here instead, on the header, before any pixel is decoded.
 Image.MAX_IMAGE_PIXELS = None
+# One decode per core in this process at a time: more only holds more decoded pixels in memory
+# (a 12-megapixel PNG is 36 MB, a few copies more while it is turned and converted), not more speed.
+# Downloads go on meanwhile; only decoding waits.
+_DECODING = threading.BoundedSemaphore(os.cpu_count() or 1)
 
 
 class ImageInfo(NamedTuple):
@@ -102,6 +108,11 @@ def _formats_for(magic: bytes) -> tuple[str, ...] | None:
 
 def resize(file: IO[bytes] | Path, policy: Policy) -> Resized:
     """Decode, check, turn upright, resize and re-encode an image as ``policy`` says."""
+    with _DECODING:
+        return _resize(file, policy)
+
+
+def _resize(file: IO[bytes] | Path, policy: Policy) -> Resized:
     try:
         with Image.open(file) as image:
             original = ImageInfo(image.width, image.height, image.format or "")
@@ -111,7 +122,10 @@ def resize(file: IO[bytes] | Path, policy: Policy) -> Resized:
                 image.draft("RGB", _draft_size(original, policy))
             image.load()
             upright = ImageOps.exif_transpose(image) or image
-            result = _fit(_rgb(upright, policy), policy)
+            # The original's size, upright: draft mode shrank the pixels, not the image meant.
+            turned = (upright.width > upright.height) != (image.width > image.height)
+            size = (original.height, original.width) if turned else (original.width, original.height)
+            result = _fit(_rgb(upright, policy), size, policy)
     except ImageRejected:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
@@ -169,12 +183,12 @@ def _rgb(image: Image.Image, policy: Policy) -> Image.Image:
     return image.convert("RGB")
 
 
-def _fit(image: Image.Image, policy: Policy) -> Image.Image:
+def _fit(image: Image.Image, original: tuple[int, int], policy: Policy) -> Image.Image:
     """Resize by img2dataset's modes; with ``resize_only_down``, never enlarge."""
     size, mode = policy.resize, policy.resize_mode
     if not size or mode == "no":
         return image
-    width, height = image.size
+    width, height = original  # the target comes from the full size, whatever draft mode decoded
     scale = _scale(width, height, policy)
     if policy.resize_only_down and scale > 1:
         scale = 1.0

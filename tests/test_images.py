@@ -149,3 +149,12 @@ def test_a_large_jpeg_is_decoded_in_draft_mode_when_the_target_is_small(tmp_path
     big = saved(tmp_path, encoded(photo(4000, 3000), quality=50))
     result = resize(big, Policy(resize=256))
     assert result.original == ImageInfo(4000, 3000, "JPEG") and result.info[:2] == (341, 256)
+
+
+@pytest.mark.parametrize(("size", "expected"), [((2728, 3977), (256, 373)), ((1199, 1324), (256, 283))])
+def test_the_target_comes_from_the_full_size_not_the_drafted_one(
+    tmp_path: Path, size: tuple[int, int], expected: tuple[int, int]
+) -> None:
+    # Draft mode decodes these at 1/8 or 1/4 scale; sizing from that gave a pixel too many or too few.
+    result = resize(saved(tmp_path, encoded(photo(*size))), Policy(resize=256))
+    assert result.info[:2] == expected
