@@ -19,7 +19,6 @@ import os
 import time
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import requests
 import urllib3
@@ -27,10 +26,8 @@ import urllib3
 from .links import LinkExtractor
 from .messages import Outcome, Policy, Result, Task
 from .mime import is_html, media_type
-
-if TYPE_CHECKING:
-    from .images import ImageInfo
 from .rules import Keep, opted_out
+from .sniff import ImageInfo, Verdict, sniff
 from .storage import FileWriter, OutputFolder, relative_path_for
 from .transfer import LimitedAdapter, Transfer, TransferAborted, Watchdog
 
@@ -272,14 +269,15 @@ def _opted_out(response: requests.Response, policy: Policy) -> str | None:
 
 
 def _image_info(head: list[bytes], saved: Path) -> ImageInfo | None:
-    """The saved image's header, read from its first bytes (or, for metadata past them, the file)."""
-    from .images import header_bytes, read_header  # Pillow is loaded when an image first needs it
-
+    """The saved image's size and format, from its first bytes; Pillow only for other formats,
+    or for a header longer than the bytes kept (a JPEG's EXIF past 64 KB)."""
     first = head[0] if len(head) == 1 else b"".join(head)
-    needed = header_bytes(first)
-    if needed > len(first) >= HEAD_BYTES:
-        return read_header(saved)  # metadata longer than the head kept in memory
-    return read_header(first[:needed])
+    found = sniff(first)
+    if isinstance(found, Verdict):
+        from .images import read_header  # Pillow is loaded when an image first needs it
+
+        return read_header(first if found is Verdict.UNKNOWN else saved)
+    return found
 
 
 def _save_reencoded(

@@ -23,8 +23,9 @@ from typing import IO, NamedTuple
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .messages import Policy
+from .sniff import ImageInfo, Verdict, sniff
 
-__all__ = ["ImageInfo", "ImageRejected", "Resized", "header_bytes", "read_header", "resize"]
+__all__ = ["ImageInfo", "ImageRejected", "Resized", "read_header", "resize"]
 
 SIGNATURES = (
     (b"\xff\xd8\xff", ("JPEG",)),
@@ -34,8 +35,7 @@ SIGNATURES = (
     (b"II*\x00", ("TIFF",)),
     (b"MM\x00*", ("TIFF",)),
 )
-HEADER_WINDOW = 4096
-"""Bytes that hold the header of a PNG, GIF, WebP or plain JPEG, with room to spare."""
+
 
 FORMATS = {"jpg": ("JPEG", "image/jpeg"), "png": ("PNG", "image/png"), "webp": ("WEBP", "image/webp")}
 # Pillow's own bomb check warns, then raises, at a fixed global size; --max-image-pixels is
@@ -45,12 +45,6 @@ Image.MAX_IMAGE_PIXELS = None
 # (a 12-megapixel PNG is 36 MB, a few copies more while it is turned and converted), not more speed.
 # Downloads go on meanwhile; only decoding waits.
 _DECODING = threading.BoundedSemaphore(os.cpu_count() or 1)
-
-
-class ImageInfo(NamedTuple):
-    width: int
-    height: int
-    format: str
 
 
 class Resized(NamedTuple):
@@ -66,24 +60,16 @@ class ImageRejected(Exception):
     """The body cannot become the image the policy asks for; the message is the URL's error."""
 
 
-def header_bytes(head: bytes) -> int:
-    """How many of an image's first bytes its header needs.
-
-    A JPEG's size comes after its metadata segments (EXIF, ICC: up to 64 KB
-    each), whose lengths are written in front of them, so they are skipped
-    here. Handing Pillow only these bytes matters on bodies that only look
-    like images: its JPEG parser walks a random payload a byte at a time.
-    """
-    end = 2
-    if not head.startswith(b"\xff\xd8"):
-        return HEADER_WINDOW
-    while end + 4 <= len(head) and head[end] == 0xFF and (0xE0 <= head[end + 1] <= 0xEF or head[end + 1] == 0xFE):
-        end += 2 + int.from_bytes(head[end + 2 : end + 4], "big")  # an APPn or COM segment
-    return max(HEADER_WINDOW, end + HEADER_WINDOW)
-
-
 def read_header(source: bytes | Path) -> ImageInfo | None:
-    """Width, height and format from an image's header, or None when it is not a readable image."""
+    """Width, height and format from an image's header, or None when it is not a readable image.
+
+    JPEG, PNG, GIF and WebP are read by :func:`crawler.sniff.sniff`; Pillow reads the others,
+    and a file whose header the bytes given do not hold.
+    """
+    if isinstance(source, bytes):
+        found = sniff(source)
+        if not isinstance(found, Verdict):
+            return found
     formats = _formats_for(source[:12]) if isinstance(source, bytes) else None
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source, formats=formats) as image:
