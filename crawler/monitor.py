@@ -1,4 +1,4 @@
-"""Watch a crawl while it runs: a status snapshot about once a second, its file, Prometheus metrics.
+"""Watch a crawl while it runs: a status snapshot about once a second, and its file.
 
 The master calls :meth:`Monitor.tick` on every turn of its loop. Once a
 second the monitor builds a snapshot (a dict of builtins: what
@@ -18,13 +18,9 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from .broker import Broker
 from .errors import UsageError
@@ -65,26 +61,13 @@ class Monitor:
         # (monotonic time, URLs done this run, bytes) once a second, for rates and the chart.
         self._samples: collections.deque[tuple[float, int, int]] = collections.deque(maxlen=HISTORY_SECONDS)
         self.snapshot: dict[str, Any] = {}
-        self.registry = CollectorRegistry()
-        self._seconds = Histogram(
-            "crawler_download_seconds",
-            "Time of one attempt at one URL, as its worker measured it.",
-            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
-            registry=self.registry,
-        )
-        self._sizes = Histogram(
-            "crawler_download_bytes",
-            "Size of each body received.",
-            buckets=(1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9),
-            registry=self.registry,
-        )
-        self.registry.register(_Collector(self))
+        # Who else wants each result (the Prometheus histograms, with --metrics): nothing by default.
+        self.observers: list[Callable[[Result], None]] = []
 
     def observe(self, result: Result) -> None:
-        """Note one attempt's result in the histograms."""
-        self._seconds.observe(result.elapsed)
-        if result.bytes:
-            self._sizes.observe(result.bytes)
+        """Pass one attempt's result to the observers."""
+        for observer in self.observers:
+            observer(result)
 
     def tick(self, running: bool = True) -> None:
         """Refresh the snapshot and its file, at most once a second (always when the crawl ends)."""
@@ -168,28 +151,6 @@ class Monitor:
             if later is not None and later[0] > at:
                 points.append([minute, round((later[1] - done) / (later[0] - at), 2)])
         return points
-
-
-class _Collector(Collector):
-    """Counters and gauges read at scrape time; never a label that grows with the crawl."""
-
-    def __init__(self, monitor: Monitor) -> None:
-        self._monitor = monitor
-
-    def collect(self) -> Iterator[Metric]:
-        snapshot = self._monitor.snapshot
-        urls = snapshot.get("urls", {})
-        outcomes = CounterMetricFamily("crawler_urls", "URLs that reached a final state.", labels=["outcome"])
-        outcomes.add_metric(["ok"], urls.get("ok", 0))
-        outcomes.add_metric(["failed"], urls.get("failed", 0))
-        yield outcomes
-        yield CounterMetricFamily("crawler_bytes", "Bytes of the files saved.", value=snapshot.get("bytes", 0))
-        for name, key in (("pending", "pending"), ("leased", "leased"), ("retry_waiting", "retry_waiting")):
-            yield GaugeMetricFamily(f"crawler_urls_{name}", f"URLs {name.replace('_', ' ')}.", value=urls.get(key, 0))
-        live = sum(1 for worker in snapshot.get("workers", []) if worker["live"])
-        yield GaugeMetricFamily("crawler_workers_live", "Workers heard from within a lease period.", value=live)
-        rotation = snapshot.get("hosts_in_rotation", 0)
-        yield GaugeMetricFamily("crawler_hosts_in_rotation", "Hosts with URLs ready to hand out.", value=rotation)
 
 
 def _write_atomically(path: Path, snapshot: dict[str, Any]) -> None:

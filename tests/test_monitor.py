@@ -17,6 +17,7 @@ from crawler.messages import Outcome, Policy, Result, Status, Task
 from crawler.monitor import Monitor, read_status, render_status
 from crawler.output import CrawlOutput
 from crawler.state import FinalRecord
+from crawler.web import Metrics
 from tests.helpers import Clock
 
 
@@ -95,12 +96,13 @@ def test_no_crawl_in_the_folder_is_one_clear_error(tmp_path: Path) -> None:
 
 def test_metrics_parse_and_carry_no_label_that_grows_with_the_crawl(tmp_path: Path) -> None:
     monitor, ledger, _frontier, output = make_monitor(tmp_path, Clock())
+    metrics = Metrics(monitor)
     for number in range(5):
         finish(ledger, f"http://host{number}.example/x", ok=number != 4, error="HTTP 500")
         monitor.observe(Result(number, f"http://host{number}.example/x", Outcome.OK, bytes=2048, elapsed=0.2))
     monitor.tick()
     families = {
-        family.name: family for family in text_string_to_metric_families(generate_latest(monitor.registry).decode())
+        family.name: family for family in text_string_to_metric_families(generate_latest(metrics.registry).decode())
     }
     outcomes = {sample.labels["outcome"]: sample.value for sample in families["crawler_urls"].samples}
     assert outcomes == {"ok": 4, "failed": 1}
