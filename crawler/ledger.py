@@ -40,6 +40,8 @@ class Ledger:
         self.counts = CrawlCounts(ok=by_status.get(Status.OK, 0), failed=by_status.get(Status.FAILED, 0))
         self.counts.known(sum(by_status.values()))
         self.invalid_seeds = 0
+        self.bytes_before = output.state.saved_bytes()
+        """Saved by earlier runs of this crawl; ``counts.bytes`` is this run's."""
         self.failure_reasons: collections.Counter[str] = collections.Counter()
         self.depth_reached = 0
 

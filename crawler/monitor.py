@@ -100,7 +100,7 @@ class Monitor:
                 "leased": window.leased,
                 "retry_waiting": status.retry_waiting,
             },
-            "bytes": counts.bytes,
+            "bytes": self._ledger.bytes_before + counts.bytes,
             "rate": {
                 "urls_per_second": round(counts.done_this_run / elapsed, 2) if elapsed else 0.0,
                 "urls_per_second_last_minute": round(last_minute[0], 2),

@@ -224,6 +224,11 @@ class CrawlState:
                 "UPDATE urls SET attempts=? WHERE id=?", ((count, row_id) for row_id, count in attempts)
             )
 
+    def saved_bytes(self) -> int:
+        """Bytes of every file the crawl has saved so far, earlier runs included."""
+        row = self._db.execute("SELECT coalesce(sum(bytes), 0) FROM urls WHERE status=?", (Status.OK,)).fetchone()
+        return int(row[0])
+
     def counts(self) -> dict[Status, int]:
         """Return the number of URLs in each status."""
         rows = self._db.execute("SELECT status, count(*) FROM urls GROUP BY status")

@@ -63,6 +63,24 @@ def test_the_snapshot_counts_rates_workers_and_failures(tmp_path: Path) -> None:
     output.close()
 
 
+def test_bytes_saved_count_earlier_runs_and_rates_only_this_one(tmp_path: Path) -> None:
+    output = CrawlOutput.open(tmp_path, 0, 30)
+    output.state.add_urls(["http://a/1"])
+    (tmp_path / "earlier.png").write_bytes(b"x" * 5000)  # the file is there: nothing to fetch again
+    earlier = FinalRecord(id=1, url="http://a/1", status=Status.OK, path="earlier.png", bytes=5000, attempts=1)
+    output.state.save([earlier])
+    output.close()
+    clock = Clock()
+    monitor, ledger, _frontier, output = make_monitor(tmp_path, clock)
+    monitor.tick()
+    clock.now += 10
+    finish(ledger, "http://a/2", ok=True)
+    monitor.tick()
+    assert monitor.snapshot["bytes"] == 6000
+    assert monitor.snapshot["rate"]["mb_per_second_last_minute"] == round(1000 / 10 / 1e6, 3)
+    output.close()
+
+
 def test_the_status_file_is_what_status_reads_and_a_dead_master_is_not_running(tmp_path: Path) -> None:
     monitor, _ledger, _frontier, output = make_monitor(tmp_path, Clock())
     monitor.tick()
