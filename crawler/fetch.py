@@ -19,6 +19,7 @@ import os
 import time
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import requests
 import urllib3
@@ -32,6 +33,9 @@ from .storage import FileWriter, OutputFolder, relative_path_for
 from .transfer import LimitedAdapter, Transfer, TransferAborted, Watchdog
 
 __all__ = ["fetch", "make_session", "parse_retry_after"]
+
+if TYPE_CHECKING:
+    from .shaping import Cookie
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +86,7 @@ def make_session(policy: Policy) -> CrawlSession:
     return session
 
 
-def _cookie_jar(cookies: tuple[tuple[str, str, str, str, bool, int | None], ...]) -> requests.cookies.RequestsCookieJar:
+def _cookie_jar(cookies: tuple[Cookie, ...]) -> requests.cookies.RequestsCookieJar:
     jar = requests.cookies.RequestsCookieJar()
     for domain, path, name, value, secure, expires in cookies:
         jar.set(name, value, domain=domain, path=path, secure=secure, expires=expires)

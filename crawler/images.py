@@ -1,7 +1,8 @@
 """Images on the workers: read what a saved file is, or decode, resize and re-encode it.
 
 Every kept file that is an image gets its width, height and format from its
-header alone (Pillow's lazy open: no pixel is decoded). With ``--resize``,
+header alone: :mod:`crawler.sniff` for JPEG, PNG, GIF and WebP, Pillow's lazy
+open here for the others (no pixel is decoded). With ``--resize``,
 an image is decoded (JPEG in draft mode, at a fraction of full size when the
 target is small), turned upright by its EXIF orientation, filtered, resized
 as img2dataset does (same mode names and meaning) and re-encoded without its
@@ -23,19 +24,9 @@ from typing import IO, NamedTuple
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .messages import Policy
-from .sniff import ImageInfo, Verdict, sniff
+from .sniff import ImageInfo
 
 __all__ = ["ImageInfo", "ImageRejected", "Resized", "read_header", "resize"]
-
-SIGNATURES = (
-    (b"\xff\xd8\xff", ("JPEG",)),
-    (b"\x89PNG\r\n\x1a\n", ("PNG",)),
-    (b"GIF8", ("GIF",)),
-    (b"BM", ("BMP",)),
-    (b"II*\x00", ("TIFF",)),
-    (b"MM\x00*", ("TIFF",)),
-)
-
 
 FORMATS = {"jpg": ("JPEG", "image/jpeg"), "png": ("PNG", "image/png"), "webp": ("WEBP", "image/webp")}
 # Pillow's own bomb check warns, then raises, at a fixed global size; --max-image-pixels is
@@ -61,35 +52,16 @@ class ImageRejected(Exception):
 
 
 def read_header(source: bytes | Path) -> ImageInfo | None:
-    """Width, height and format from an image's header, or None when it is not a readable image.
+    """Width, height and format from an image's header by Pillow, or None when it is not a readable image.
 
-    JPEG, PNG, GIF and WebP are read by :func:`crawler.sniff.sniff`; Pillow reads the others,
-    and a file whose header the bytes given do not hold.
+    For what :func:`crawler.sniff.sniff` cannot read: formats other than
+    JPEG, PNG, GIF and WebP, and a file whose header the first bytes do not hold.
     """
-    if isinstance(source, bytes):
-        found = sniff(source)
-        if not isinstance(found, Verdict):
-            return found
-    formats = _formats_for(source[:12]) if isinstance(source, bytes) else None
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source, formats=formats) as image:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
             return ImageInfo(image.width, image.height, image.format or "")
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         return None
-
-
-def _formats_for(magic: bytes) -> tuple[str, ...] | None:
-    """The Pillow format a body's first bytes name, or None to let Pillow try them all.
-
-    When the named format fails, trying the forty others is wasted work
-    (three times the cost of a header read), and the answer is no anyway.
-    """
-    for signature, formats in SIGNATURES:
-        if magic.startswith(signature):
-            return formats
-    if magic[:4] == b"RIFF" and magic[8:12] == b"WEBP":
-        return ("WEBP",)
-    return None
 
 
 def resize(file: IO[bytes] | Path, policy: Policy) -> Resized:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from .shaping import Cookie
 
 __all__ = ["RESIZE_MODES", "Outcome", "Policy", "Result", "Status", "Task"]
 
@@ -77,7 +80,7 @@ class Policy:
     robots_max_bytes: int = 512 * 1024
     headers: tuple[tuple[str, str], ...] = ()
     """Sent with every request (``--header``); may hold secrets, so never logged."""
-    cookies: tuple[tuple[str, str, str, str, bool, int | None], ...] = ()
+    cookies: tuple[Cookie, ...] = ()
     """(domain, path, name, value, secure, expires) from ``--cookies``, sent where their domain matches."""
     min_free: int = 1024**3
     """Bytes the output folder must keep free; below, a worker takes no new URL (0: no floor)."""

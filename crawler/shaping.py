@@ -37,7 +37,7 @@ SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 field-name
 USERINFO = re.compile(r"(?<=://)[^/@\s]*@")
 
-Cookie = tuple[str, str, str, str, bool, "int | None"]
+Cookie = tuple[str, str, str, str, bool, int | None]
 """(domain, path, name, value, secure, expires): a cookie as plain values for the policy."""
 
 
