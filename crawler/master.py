@@ -175,6 +175,7 @@ class Master:
             else:
                 self.broker.add([retry.task])
         self.ledger.record(finals, retries)
+        self.broker.acknowledge()
 
     def _on_result(self, task: Task, result: Result) -> Retry | FinalRecord | None:
         """Judge a result; queue the links of a page. None: a robots.txt, applied at once."""

@@ -90,11 +90,12 @@ class _TaskQueue:
 
 
 class _Slots:
-    """Counts the tasks a worker holds: one per download thread, and as many again queued."""
+    """The tasks a worker holds: one per download thread, and as many again queued."""
 
     def __init__(self, threads: int) -> None:
         self._threads = threads
         self._used = 0
+        self._held: set[int] = set()
         self._changed = threading.Condition()
 
     def wait_for_idle(self, timeout: float) -> tuple[int, int]:
@@ -111,14 +112,21 @@ class _Slots:
             idle = self._threads - self._used
             return idle, self._threads
 
-    def take(self, count: int) -> None:
+    def take(self, tasks: list[Task]) -> None:
         with self._changed:
-            self._used += count
+            self._used += len(tasks)
+            self._held.update(task.id for task in tasks)
 
-    def give_back(self) -> None:
+    def give_back(self, task: Task) -> None:
         with self._changed:
             self._used -= 1
+            self._held.discard(task.id)
             self._changed.notify()
+
+    def held(self) -> list[int]:
+        """The ids of the tasks held: what the heartbeat renews."""
+        with self._changed:
+            return list(self._held)
 
     def in_use(self) -> int:
         with self._changed:
@@ -208,7 +216,7 @@ class Worker:
                 batch = task.get(True, GET_TIMEOUT, idle, extra)
             except queue.Empty:
                 continue
-            self._slots.take(len(batch))
+            self._slots.take(batch)
             for item in batch:
                 self._downloads.put(item)
 
@@ -256,7 +264,7 @@ class Worker:
                 self._downloads.put(None)
                 return dropped
             dropped += 1
-            self._slots.give_back()
+            self._slots.give_back(task)
 
     def _download_loop(self) -> None:
         with make_session(self.policy) as session:
@@ -267,7 +275,7 @@ class Worker:
                 try:
                     self._results.put(self.download(session, task))
                 finally:
-                    self._slots.give_back()
+                    self._slots.give_back(task)
 
     def download(self, session: Any, task: Task) -> Result:
         """Fetch one task; whatever happens, return its result.
@@ -299,7 +307,7 @@ class Worker:
                     link.put(pending)
                     pending = []
                 if time.monotonic() - last_renewal > self.policy.lease_seconds / 3:
-                    link.renew()
+                    link.renew(self._slots.held())
                     last_renewal = time.monotonic()
             except ConnectionLost:
                 if self._stopping.is_set():
@@ -329,10 +337,10 @@ class Worker:
             try:
                 self._link = self._connector(self.config.name, self.config.threads)
                 return self._link
-            except MasterUnreachable:
+            except MasterUnreachable as error:
                 if time.monotonic() + delay > deadline:
                     raise MasterUnreachable(
-                        f"no master at {self._connector.where} after {self.config.connect_seconds:g} s"
+                        f"no master at {self._connector.where} after {self.config.connect_seconds:g} s: {error}"
                     ) from None
                 logger.debug("worker %s: no master at %s yet", self.config.name, self._connector.where)
                 time.sleep(delay)

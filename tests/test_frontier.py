@@ -95,10 +95,10 @@ def test_an_expired_lease_comes_back_and_renewal_prevents_it() -> None:
     frontier.add(tasks(2))
     slow = TaskQueueView(frontier, {}, "slow", capacity=1)
     dead = TaskQueueView(frontier, {}, "dead", capacity=1)
-    slow.get(True, 0)
+    [held] = slow.get(True, 0)
     dead.get(True, 0)
     clock.now += 20
-    assert slow.renew() == 1
+    assert slow.renew([held.id, 2]) == 1  # 2 is dead's: not renewed by another worker
     clock.now += 20
     expired = frontier.expire_leases()
     assert [(lease.task.id, lease.worker) for lease in expired] == [(2, "dead")]

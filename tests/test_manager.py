@@ -36,7 +36,7 @@ def test_a_link_takes_tasks_delivers_results_and_renews(broker: ManagerBroker) -
     assert link.policy().retries == 7
     tasks = link.get(True, 1.0, 2, 0)
     assert [task.id for task in tasks] == [1, 2]
-    assert link.renew() == 2
+    assert link.renew([1, 2, 3]) == 2  # 3 is not this worker's
     link.put([Result(tasks[0].id, tasks[0].url, Outcome.OK, attempt=1)])
     [(task, result)] = broker.take_results()
     assert task == tasks[0] and result.outcome == Outcome.OK

@@ -46,9 +46,9 @@ class FakeLink:
     def put(self, results: list[Result]) -> None:
         self._results.put(results)
 
-    def renew(self) -> int:
+    def renew(self, task_ids: list[int]) -> int:
         self.renewals += 1
-        return self._tasks.renew()
+        return self._tasks.renew(task_ids)
 
     def release_all(self, leaving: bool = True) -> int:
         return self._tasks.release(leaving)

@@ -3,9 +3,10 @@
 The master's decisions (``master``, ``outcomes``, ``backlog``) reach the
 workers only through :class:`Broker`; a worker's loop reaches the master
 only through :class:`WorkerLink`, made by a :class:`Connector`. Today's
-implementation is :mod:`crawler.broker.manager` (the standard library's
+default is :mod:`crawler.broker.manager` (the standard library's
 ``BaseManager`` serving an in-memory :class:`~crawler.broker.frontier.Frontier`);
-another broker implements the same two interfaces and nothing else changes.
+:mod:`crawler.broker.redis_broker` keeps the same frontier in Redis, for
+workers on any machine, and nothing else changes.
 
 A broker's own failures reach the worker as :class:`~crawler.errors.ConnectionLost`,
 never as a transport's exception.
@@ -100,6 +101,9 @@ class Broker(Protocol):
     def take_results(self) -> list[Delivery]:
         """Return the results delivered since the last call, each with its task."""
 
+    def acknowledge(self) -> None:
+        """The results last taken are recorded: a broker that outlives the master may forget them now."""
+
     def expire_leases(self) -> list[Lease]:
         """End and return the leases past their deadline; their tasks leave play."""
 
@@ -138,8 +142,11 @@ class WorkerLink(Protocol):
     def put(self, results: list[Result]) -> None:
         """Deliver results."""
 
-    def renew(self) -> int:
-        """Extend this worker's leases (the heartbeat); return how many."""
+    def renew(self, task_ids: list[int]) -> int:
+        """Extend the leases of ``task_ids``, the tasks this worker holds (the heartbeat); return how many.
+
+        Only those: a lease granted in a reply the worker never read must expire, not live for ever.
+        """
 
     def release_all(self, leaving: bool = True) -> int:
         """Hand back every lease this worker holds; return how many.

@@ -126,12 +126,12 @@ class Frontier:
                 self._inbox.append(Delivery(task, result))
             self._changed.notify_all()
 
-    def renew(self, worker: str) -> int:
-        """Extend every lease ``worker`` holds; return how many."""
+    def renew(self, worker: str, task_ids: list[int]) -> int:
+        """Extend the leases of ``task_ids`` that ``worker`` holds; return how many."""
         with self._changed:
             now = self._clock()
             self._workers.heard(worker, now)
-            return self._leases.renew(worker, now + self.lease_seconds)
+            return self._leases.renew(worker, task_ids, now + self.lease_seconds)
 
     def release(self, worker: str, leaving: bool = True) -> int:
         """Put back, without counting an attempt, every task ``worker`` holds.
@@ -194,6 +194,9 @@ class Frontier:
         with self._changed:
             deliveries, self._inbox = self._inbox, []
             return deliveries
+
+    def acknowledge(self) -> None:
+        """Nothing to do: results taken are gone from here already."""
 
     def expire_leases(self) -> list[Lease]:
         """End overdue leases and return them; their tasks are no longer in play."""

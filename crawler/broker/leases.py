@@ -15,12 +15,12 @@ __all__ = ["Leases"]
 class Leases(dict[int, Lease]):
     """Leases by task id."""
 
-    def renew(self, worker: str, deadline: float) -> int:
-        """Move every deadline of ``worker`` to ``deadline``; return how many."""
+    def renew(self, worker: str, task_ids: list[int], deadline: float) -> int:
+        """Move to ``deadline`` the leases of ``task_ids`` that ``worker`` holds; return how many."""
         renewed = 0
-        for task_id, lease in self.items():
-            if lease.worker == worker:
-                # The heartbeat covers everything a worker holds: one call, whatever its count.
+        for task_id in task_ids:
+            lease = self.get(task_id)
+            if lease is not None and lease.worker == worker:
                 self[task_id] = lease._replace(deadline=deadline)
                 renewed += 1
         return renewed

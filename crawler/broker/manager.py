@@ -62,8 +62,8 @@ class TaskQueueView:
             raise queue.Empty
         return tasks
 
-    def renew(self) -> int:
-        return self._frontier.renew(self._worker)
+    def renew(self, task_ids: list[int]) -> int:
+        return self._frontier.renew(self._worker, task_ids)
 
     def release(self, leaving: bool = True) -> int:
         return self._frontier.release(self._worker, leaving)
@@ -151,8 +151,8 @@ class ManagerLink:
     def put(self, results: list[Result]) -> None:
         self._call(self._result.put, results)
 
-    def renew(self) -> int:
-        return int(self._call(self._task.renew))
+    def renew(self, task_ids: list[int]) -> int:
+        return int(self._call(self._task.renew, task_ids))
 
     def release_all(self, leaving: bool = True) -> int:
         # Called after Ctrl-C, which may have cut a call short on this thread's connection.
