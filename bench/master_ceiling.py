@@ -7,6 +7,10 @@ back through the result queue, final states are committed and the manifest
 is written. K worker processes take batches and answer each URL at once.
 
     python bench/master_ceiling.py --urls 200000 --workers 4
+    python bench/master_ceiling.py --urls 200000 --workers 4 --broker redis://127.0.0.1:6379
+
+With ``--broker`` the queues live in that Redis (the Lua scripts, JSON on the
+wire) and Redis's peak ``used_memory`` during the run is reported too.
 """
 
 from __future__ import annotations
@@ -17,13 +21,17 @@ import os
 import queue
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from crawler.backlog import Backlog
+from crawler.broker import Broker, Connector
 from crawler.broker.manager import ManagerBroker, ManagerConnector
+from crawler.broker.redis_broker import RedisBroker, RedisConnector
+from crawler.broker.redis_conn import BrokerSpec
 from crawler.broker.transport import parse_address
 from crawler.master import Master, MasterConfig
 from crawler.messages import Outcome, Policy, Result
@@ -32,9 +40,14 @@ from crawler.rules import Scope
 from crawler.seeds import read_seeds
 
 
-def instant_worker(address: str, authkey: bytes, name: str, capacity: int) -> None:
+def instant_worker(address: str, authkey: bytes, name: str, capacity: int, broker_url: str | None) -> None:
     """The worker loop with the download replaced by an immediate answer."""
-    link = ManagerConnector(parse_address(address), authkey)(name, capacity)
+    connector: Connector
+    if broker_url:
+        connector = RedisConnector(BrokerSpec(broker_url, "ceiling"))
+    else:
+        connector = ManagerConnector(parse_address(address), authkey)
+    link = connector(name, capacity)
     while not link.empty():
         try:
             batch = link.get(True, 1.0, capacity, 0)
@@ -72,6 +85,7 @@ def main() -> None:
     parser.add_argument("--urls", type=int, default=200_000)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--batch", type=int, default=256, help="URLs per get (a worker's capacity)")
+    parser.add_argument("--broker", help="a Redis URL: use the Redis broker instead of the manager")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
@@ -82,13 +96,21 @@ def main() -> None:
         config = MasterConfig(policy=policy, show_progress=False, linger_seconds=2)
         started = time.perf_counter()
         output = CrawlOutput.open(root / "out", policy.depth, policy.lease_seconds)
-        broker = ManagerBroker(("127.0.0.1", 0), authkey, policy)
+        broker: Broker
+        if args.broker:
+            state = output.state
+            broker = RedisBroker(BrokerSpec(args.broker, "ceiling"), policy, state.path.parent, state.final_ids)
+            memory = RedisMemory(args.broker)
+        else:
+            broker = ManagerBroker(("127.0.0.1", 0), authkey, policy)
         with open(seeds) as lines:
             scope = Scope()
             master = Master(config, output, broker, Backlog(output.state, read_seeds(lines), scope), scope)
             context = multiprocessing.get_context("spawn")
             workers = [
-                context.Process(target=instant_worker, args=(broker.address, authkey, f"w{index}", args.batch))
+                context.Process(
+                    target=instant_worker, args=(broker.address, authkey, f"w{index}", args.batch, args.broker)
+                )
                 for index in range(args.workers)
             ]
             for worker in workers:
@@ -100,11 +122,34 @@ def main() -> None:
         broker.shutdown()
         output.close()
         peak_mb = peak_rss_mb()
+        redis_note = f" redis_peak_used_memory={memory.stop() / 2**20:.1f}MB" if args.broker else ""
         print(
             f"urls={args.urls} workers={args.workers} batch={args.batch} status={status} "
             f"ok={master.counts.ok} elapsed={elapsed:.2f}s rate={args.urls / elapsed:,.0f} URLs/s "
-            f"master_peak_rss={peak_mb:.0f}MB"
+            f"master_peak_rss={peak_mb:.0f}MB{redis_note}"
         )
+
+
+class RedisMemory:
+    """Samples Redis's used_memory every 0.1 s on a thread; ``stop`` returns the peak in bytes."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self._client = redis.Redis.from_url(url)
+        self._peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.1):
+            self._peak = max(self._peak, int(self._client.info("memory")["used_memory"]))
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self._peak
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__
+from .broker.redis_conn import BROKER_ENV, BrokerSpec, mask_url, parse_broker_url, parse_crawl_name
 from .broker.transport import parse_address
 from .errors import CrawlerError, UsageError
 from .messages import RESIZE_MODES, Policy, Status
@@ -229,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--authkey-file", type=Path, help=f"file holding the shared key, mode 0600 (default: ${AUTHKEY_ENV})"
         )
+    for sub in (run, master, worker):
+        add_broker_options(sub)
     run.add_argument(
         "-w",
         "--workers",
@@ -248,13 +251,50 @@ def build_parser() -> argparse.ArgumentParser:
         default=("127.0.0.1", 5000),
         help="the master's HOST:PORT (default: 127.0.0.1:5000)",
     )
-    worker.add_argument(
+    return parser
+
+
+def add_broker_options(sub: argparse.ArgumentParser) -> None:
+    """Options of the broker: the embedded manager (default) or a Redis every machine reaches."""
+    group = sub.add_argument_group("broker")
+    group.add_argument(
+        "--broker",
+        metavar="URL",
+        help=f"redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], rediss://... or unix:///PATH (default: ${BROKER_ENV}; "
+        "unset: the embedded manager)",
+    )
+    group.add_argument(
+        "--crawl",
+        type=_crawl_name,
+        default="default",
+        help="the crawl's name in the broker; crawls with different names share one Redis (default: default)",
+    )
+    group.add_argument("--broker-ca", type=Path, metavar="FILE", help="CA certificate for a rediss:// broker")
+    group.add_argument(
         "--connect-timeout",
         type=_positive_float,
         default=60.0,
-        help="seconds to keep trying to reach the master (default: 60)",
+        help="seconds to keep trying to reach the master or the broker (default: 60)",
     )
-    return parser
+
+
+def _crawl_name(text: str) -> str:
+    try:
+        return parse_crawl_name(text)
+    except UsageError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def broker_spec(args: argparse.Namespace) -> BrokerSpec | None:
+    """The Redis broker the command should use, from --broker or $CRAWLER_BROKER; None: the manager."""
+    url = args.broker or os.environ.get(BROKER_ENV, "").strip()
+    if not url:
+        return None
+    if args.broker and mask_url(args.broker) != args.broker:
+        logger.warning("a password in --broker is visible to every user of this machine (ps); set %s", BROKER_ENV)
+    if args.broker_ca is not None and not args.broker_ca.is_file():
+        raise UsageError(f"cannot read --broker-ca {args.broker_ca}")
+    return BrokerSpec(parse_broker_url(url), args.crawl, args.broker_ca, args.connect_timeout)
 
 
 def add_image_options(sub: argparse.ArgumentParser) -> None:
@@ -429,10 +469,13 @@ def build_policy(args: argparse.Namespace) -> Policy:
     )
 
 
-def open_master(args: argparse.Namespace, bind: tuple[str, int], authkey: bytes, stack: ExitStack) -> Master:
-    """Build the master and its collaborators; ``stack`` closes each one, however far this got."""
+def open_master(args: argparse.Namespace, bind: tuple[str, int], authkey: bytes | None, stack: ExitStack) -> Master:
+    """Build the master and its collaborators; ``stack`` closes each one, however far this got.
+
+    With a Redis broker (``--broker``) the authkey and ``bind`` are unused.
+    """
     from .backlog import Backlog
-    from .broker.manager import ManagerBroker
+    from .broker import Broker
     from .master import Master, MasterConfig
     from .output import CrawlOutput
     from .robots import RobotsGate
@@ -443,7 +486,18 @@ def open_master(args: argparse.Namespace, bind: tuple[str, int], authkey: bytes,
     seeds = stack.enter_context(open_seeds(args.seeds))
     output = CrawlOutput.open(args.output, policy.depth, policy.lease_seconds)
     stack.callback(output.close)
-    broker = ManagerBroker(bind, authkey, policy, per_host=per_host, host_delay=args.delay)
+    spec: BrokerSpec | None = args.spec
+    broker: Broker
+    if spec is not None:
+        from .broker.redis_broker import RedisBroker
+
+        state = output.state
+        broker = RedisBroker(spec, policy, state.path.parent, state.final_ids, per_host=per_host, host_delay=args.delay)
+    else:
+        from .broker.manager import ManagerBroker
+
+        assert authkey is not None
+        broker = ManagerBroker(bind, authkey, policy, per_host=per_host, host_delay=args.delay)
     stack.callback(broker.shutdown)
     scope = Scope(span_hosts=args.span_hosts, domains=args.domains)
     config = MasterConfig(policy=policy, show_progress=not args.quiet, max_urls=args.max_urls)
@@ -473,7 +527,7 @@ def _print_summary(args: argparse.Namespace, master: Master) -> None:
 
 
 def command_master(args: argparse.Namespace) -> int:
-    authkey = read_authkey(args.authkey_file)
+    authkey = None if args.spec else read_authkey(args.authkey_file)
     with ExitStack() as stack:
         master = open_master(args, args.bind, authkey, stack)
         logger.info("master: serving on %s", master.broker.address)
@@ -483,12 +537,21 @@ def command_master(args: argparse.Namespace) -> int:
 
 
 def command_worker(args: argparse.Namespace) -> int:
-    authkey = read_authkey(args.authkey_file)
-    from .broker.manager import ManagerConnector
+    from .broker import Connector
     from .worker import Worker, WorkerConfig
 
+    spec: BrokerSpec | None = args.spec
+    connector: Connector
+    if spec is not None:
+        from .broker.redis_broker import RedisConnector
+
+        connector = RedisConnector(spec)
+    else:
+        from .broker.manager import ManagerConnector
+
+        connector = ManagerConnector(args.connect, read_authkey(args.authkey_file))
     config = WorkerConfig(output=args.output, threads=args.threads, connect_seconds=args.connect_timeout)
-    return Worker(config, ManagerConnector(args.connect, authkey)).run()
+    return Worker(config, connector).run()
 
 
 def command_manifest(args: argparse.Namespace) -> int:
@@ -513,11 +576,15 @@ def command_manifest(args: argparse.Namespace) -> int:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    """A master on a free loopback port, a random key, and ``--workers`` local workers."""
+    """A master on a free loopback port, a random key, and ``--workers`` local workers.
+
+    With ``--broker``, the master and the local workers meet in that Redis instead.
+    """
     authkey = secrets.token_hex(32).encode()
+    spec: BrokerSpec | None = args.spec
     with ExitStack() as stack:
         master = open_master(args, ("127.0.0.1", 0), authkey, stack)
-        workers = _start_local_workers(args, master.broker.address, authkey)
+        workers = _start_local_workers(args, master.broker.address, authkey, spec)
         try:
             master.watch(lambda: _check_local_workers(workers))
             status = master.run()
@@ -528,22 +595,26 @@ def command_run(args: argparse.Namespace) -> int:
     return status
 
 
-def _start_local_workers(args: argparse.Namespace, address: str, authkey: bytes) -> list[subprocess.Popen[bytes]]:
-    # The key travels in the environment, never in argv (visible to every user in ps).
+def _start_local_workers(
+    args: argparse.Namespace, address: str, authkey: bytes, spec: BrokerSpec | None
+) -> list[subprocess.Popen[bytes]]:
+    # The key and the broker's URL travel in the environment, never in argv (visible to every user in ps).
     env = {**os.environ, AUTHKEY_ENV: authkey.decode()}
+    where = ["--connect", address, "--connect-timeout", "10"]
+    if spec is not None:
+        env[BROKER_ENV] = spec.url
+        where = ["--crawl", spec.crawl, "--connect-timeout", str(spec.connect_timeout)]
+        where += ["--broker-ca", str(spec.ca_file)] if spec.ca_file else []
     command = [
         sys.executable,
         "-m",
         "crawler",
         "worker",
-        "--connect",
-        address,
+        *where,
         "-o",
         str(args.output),
         "-t",
         str(args.threads),
-        "--connect-timeout",
-        "10",
     ]
     command += ["-v"] * args.verbose if args.verbose else ["-q"]
     return [subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL) for _ in range(args.workers)]
@@ -624,6 +695,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
+        args.spec = broker_spec(args) if "broker" in args else None
         return COMMANDS[args.command](args)
     except CrawlerError as error:
         print(f"crawler: error: {error}", file=sys.stderr)

@@ -10,7 +10,8 @@ from :class:`CrawlerError`::
      └── MasterError         problems talking to or serving the master
           ├── AuthenticationFailed   the authkeys do not match
           ├── AddressInUse           the master's port is taken
-          ├── MasterUnreachable      no master answered in time
+          ├── MasterUnreachable      no master (or broker) answered in time
+          ├── BrokerRefused          the broker's ACL forbids a command crawler needs
           └── ConnectionLost         the connection broke mid-crawl (a worker reconnects)
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 __all__ = [
     "AddressInUse",
     "AuthenticationFailed",
+    "BrokerRefused",
     "ConnectionLost",
     "CrawlerError",
     "MasterError",
@@ -50,6 +52,10 @@ class AuthenticationFailed(MasterError):
 
 class AddressInUse(MasterError):
     """The address the master should listen on is taken."""
+
+
+class BrokerRefused(MasterError):
+    """The broker does not let this user run a command crawler needs (a Redis ACL)."""
 
 
 class MasterUnreachable(MasterError):

@@ -112,8 +112,13 @@ class Policy:
     def from_wire(cls, data: dict[str, Any]) -> Policy:
         """Rebuild a policy sent by a master, ignoring fields this version lacks."""
         # Tolerant on purpose: a worker one version behind the master still runs the crawl.
-        known = {field.name for field in dataclasses.fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
+        # Strict on types: a policy that came as JSON from a broker must not fail later, mid-download.
+        defaults = cls()
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            if field.name in data:
+                values[field.name] = _as_type_of(getattr(defaults, field.name), data[field.name], field.name)
+        return cls(**values)
 
     @property
     def max_attempts(self) -> int:
@@ -123,6 +128,23 @@ class Policy:
     def agent(self) -> str:
         """The User-Agent header sent with every request, robots.txt's included."""
         return self.user_agent or f"crawler/{__version__}"
+
+
+def _as_type_of(default: object, value: object, name: str) -> object:
+    """``value`` in the type of ``default``; JSON's lists become tuples. TypeError if it cannot be."""
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"policy field {name}: {type(value).__name__}, expected a list")
+        return tuple(tuple(item) if isinstance(item, list) else item for item in value)
+    if isinstance(default, bool) or isinstance(value, bool):
+        if type(value) is not type(default):
+            raise TypeError(f"policy field {name}: {type(value).__name__}, expected {type(default).__name__}")
+        return value
+    if isinstance(default, float) and isinstance(value, int):
+        return float(value)
+    if not isinstance(value, type(default)):
+        raise TypeError(f"policy field {name}: {type(value).__name__}, expected {type(default).__name__}")
+    return value
 
 
 class Task(NamedTuple):

@@ -224,6 +224,18 @@ class CrawlState:
                 "UPDATE urls SET attempts=? WHERE id=?", ((count, row_id) for row_id, count in attempts)
             )
 
+    def final_ids(self, ids: list[int]) -> set[int]:
+        """Those of ``ids`` that have a final state."""
+        found: set[int] = set()
+        for start in range(0, len(ids), 10_000):  # under SQLite's limit on parameters
+            chunk = ids[start : start + 10_000]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT id FROM urls WHERE status!=? AND id IN ({marks})", (Status.PENDING, *chunk)
+            )
+            found.update(row[0] for row in rows)
+        return found
+
     def saved_bytes(self) -> int:
         """Bytes of every file the crawl has saved so far, earlier runs included."""
         row = self._db.execute("SELECT coalesce(sum(bytes), 0) FROM urls WHERE status=?", (Status.OK,)).fetchone()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.redis_server import RedisServer
 from tests.site import Site
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +35,44 @@ def site() -> Iterator[Site]:
     server = Site().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.close()
+
+
+class TestBroker:
+    """The broker a process test runs on, as the options that choose it."""
+
+    __test__ = False  # not a test class, whatever pytest guesses from its name
+
+    def __init__(self, redis: RedisServer | None = None) -> None:
+        self.redis = redis
+        self.name = "manager" if redis is None else "redis"
+
+    def master_args(self, bind: str = "127.0.0.1:0") -> list[str]:
+        return ["--bind", bind] if self.redis is None else ["--broker", self.redis.url]
+
+    def worker_args(self, address: str) -> list[str]:
+        """Options that lead a worker to the master serving on ``address`` (as its log says)."""
+        return ["--connect", address] if self.redis is None else ["--broker", self.redis.url]
+
+
+MANAGER = TestBroker()
+
+
+@pytest.fixture(params=["manager", "redis"])
+def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestBroker]:
+    """Each test that asks for it runs twice: over the embedded manager, and over a real Redis."""
+    if request.param == "manager":
+        yield MANAGER
+        return
+    server = RedisServer(tmp_path / "redis").start()
+    yield TestBroker(server)
+    server.close()
 
 
 @pytest.fixture

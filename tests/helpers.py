@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import start_crawler
+from tests.conftest import MANAGER, TestBroker, start_crawler
 from tests.site import Site
 
 WAIT_LIMIT = 30.0
@@ -54,12 +54,18 @@ def seeds_file(tmp_path: Path, urls: list[str]) -> Path:
 
 
 def start_master(
-    tmp_path: Path, urls: list[str], *options: str, bind: str = "127.0.0.1:0", log_name: str = "master.log"
+    tmp_path: Path,
+    urls: list[str],
+    *options: str,
+    bind: str = "127.0.0.1:0",
+    log_name: str = "master.log",
+    broker: TestBroker = MANAGER,
 ) -> tuple[subprocess.Popen[str], str]:
-    """Start a master with key ``k`` on a port of its choosing; return it and the address it serves on."""
+    """Start a master with key ``k`` on a port of its choosing (or on ``broker``'s Redis);
+    return it and the address it serves on."""
     seeds, log = seeds_file(tmp_path, urls), tmp_path / log_name
     master = start_crawler(
-        "master", str(seeds), "-o", str(tmp_path / "out"), "--bind", bind, *options, authkey="k", log=log
+        "master", str(seeds), "-o", str(tmp_path / "out"), *broker.master_args(bind), *options, authkey="k", log=log
     )
     return master, served_address(log)
 

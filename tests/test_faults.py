@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from crawler.broker.transport import parse_address
-from tests.conftest import finish, run_crawler, start_crawler
+from tests.conftest import TestBroker, finish, run_crawler, start_crawler
 from tests.helpers import (
     assert_each_url_once_and_ok,
     final_states,
@@ -30,15 +30,15 @@ from tests.helpers import (
 from tests.site import Site
 
 
-def test_a_worker_killed_mid_download_loses_nothing(tmp_path: Path, site: Site) -> None:
+def test_a_worker_killed_mid_download_loses_nothing(tmp_path: Path, site: Site, broker: TestBroker) -> None:
     urls = slow_site(site, 30, delay=0.3)
     out = tmp_path / "out"
-    master, address = start_master(tmp_path, urls, "--lease-seconds", "2")
-    doomed = start_crawler("worker", "--connect", address, "-o", str(out), "-t", "4", authkey="k")
+    master, address = start_master(tmp_path, urls, "--lease-seconds", "2", broker=broker)
+    doomed = start_crawler("worker", *broker.worker_args(address), "-o", str(out), "-t", "4", authkey="k")
     wait_until(lambda: sum(site.hits.values()) >= 4, "the first worker to start downloading")
     doomed.send_signal(signal.SIGKILL)
     finish(doomed)
-    survivor = start_crawler("worker", "--connect", address, "-o", str(out), "-t", "8", authkey="k")
+    survivor = start_crawler("worker", *broker.worker_args(address), "-o", str(out), "-t", "8", authkey="k")
     assert finish(survivor)[0] == 0
     status, error = finish(master)
     assert status == 0 and "expired" in error
@@ -46,14 +46,14 @@ def test_a_worker_killed_mid_download_loses_nothing(tmp_path: Path, site: Site) 
     assert any(int(str(line["attempts"])) >= 2 for line in manifest_lines(out))  # the dead worker's leases
 
 
-def test_a_frozen_worker_comes_back_late_and_changes_nothing(tmp_path: Path, site: Site) -> None:
+def test_a_frozen_worker_comes_back_late_and_changes_nothing(tmp_path: Path, site: Site, broker: TestBroker) -> None:
     urls = slow_site(site, 40, delay=0.3)
     out = tmp_path / "out"
-    master, address = start_master(tmp_path, urls, "--lease-seconds", "1.5")
-    frozen = start_crawler("worker", "--connect", address, "-o", str(out), "-t", "3", authkey="k")
+    master, address = start_master(tmp_path, urls, "--lease-seconds", "1.5", broker=broker)
+    frozen = start_crawler("worker", *broker.worker_args(address), "-o", str(out), "-t", "3", authkey="k")
     wait_until(lambda: sum(site.hits.values()) >= 3, "the first worker to start downloading")
     frozen.send_signal(signal.SIGSTOP)
-    other = start_crawler("worker", "--connect", address, "-o", str(out), "-t", "2", authkey="k")
+    other = start_crawler("worker", *broker.worker_args(address), "-o", str(out), "-t", "2", authkey="k")
     wait_for_text(tmp_path / "master.log", "expired")  # its URLs go to the other worker
     frozen.send_signal(signal.SIGCONT)
     assert finish(other)[0] == 0
@@ -63,19 +63,21 @@ def test_a_frozen_worker_comes_back_late_and_changes_nothing(tmp_path: Path, sit
     assert_each_url_once_and_ok(out, urls)
 
 
-def test_a_killed_master_resumes_without_refetching_and_workers_reconnect(tmp_path: Path, site: Site) -> None:
+def test_a_killed_master_resumes_without_refetching_and_workers_reconnect(
+    tmp_path: Path, site: Site, broker: TestBroker
+) -> None:
     urls = slow_site(site, 40, delay=0.1)
     out = tmp_path / "out"
-    master, address = start_master(tmp_path, urls)
+    master, address = start_master(tmp_path, urls, broker=broker)
     worker = start_crawler(
-        "worker", "--connect", address, "-o", str(out), "-t", "2", "--connect-timeout", "30", authkey="k"
+        "worker", *broker.worker_args(address), "-o", str(out), "-t", "2", "--connect-timeout", "30", authkey="k"
     )
     wait_until(lambda: len(manifest_lines(out)) >= 10, "ten URLs to be done")
     master.send_signal(signal.SIGKILL)
     finish(master)
     done_before = {str(line["url"]) for line in manifest_lines(out) if line["status"] == "ok"}
     # Where the workers look for it: the port the first master got.
-    restarted, _address = start_master(tmp_path, urls, bind=address, log_name="restarted.log")
+    restarted, _address = start_master(tmp_path, urls, bind=address, log_name="restarted.log", broker=broker)
     status, error = finish(restarted)
     assert status == 0, error
     assert finish(worker)[0] == 0
@@ -127,17 +129,17 @@ def test_stopping_the_master_exits_130_and_the_crawl_resumes(tmp_path: Path, sit
     assert set(final_states(out)) == set(urls)
 
 
-def test_ctrl_c_on_a_worker_gives_its_urls_back_at_once(tmp_path: Path, site: Site) -> None:
+def test_ctrl_c_on_a_worker_gives_its_urls_back_at_once(tmp_path: Path, site: Site, broker: TestBroker) -> None:
     urls = slow_site(site, 20, delay=0.3)
     out = tmp_path / "out"
     # A lease far longer than the test: only an explicit release can bring the URLs back in time.
-    master, address = start_master(tmp_path, urls, "--lease-seconds", "600")
-    quitter = start_crawler("worker", "--connect", address, "-o", str(out), "-t", "4", authkey="k")
+    master, address = start_master(tmp_path, urls, "--lease-seconds", "600", broker=broker)
+    quitter = start_crawler("worker", *broker.worker_args(address), "-o", str(out), "-t", "4", authkey="k")
     wait_until(lambda: sum(site.hits.values()) >= 4, "the worker to start downloading")
     quitter.send_signal(signal.SIGINT)
     status, error = finish(quitter)
     assert status == 130 and "gave" in error
-    other = start_crawler("worker", "--connect", address, "-o", str(out), "-t", "4", authkey="k")
+    other = start_crawler("worker", *broker.worker_args(address), "-o", str(out), "-t", "4", authkey="k")
     assert finish(other)[0] == 0
     assert finish(master)[0] == 0
     assert_each_url_once_and_ok(out, urls)
@@ -170,12 +172,16 @@ def test_a_worker_losing_its_master_for_good_exits_2(tmp_path: Path, site: Site)
     assert "lost the master" in error and f"no master at {address}" in error
 
 
-def test_a_download_longer_than_its_lease_is_kept_alive_by_the_heartbeat(tmp_path: Path, site: Site) -> None:
+def test_a_download_longer_than_its_lease_is_kept_alive_by_the_heartbeat(
+    tmp_path: Path, site: Site, broker: TestBroker
+) -> None:
     # Each response takes four lease periods; only the worker's renewals keep the URLs its own.
     urls = slow_site(site, 4, delay=4.0)
     out = tmp_path / "out"
-    master, address = start_master(tmp_path, urls, "--lease-seconds", "1", "--timeout", "10")
-    workers = [start_crawler("worker", "--connect", address, "-o", str(out), "-t", "4", authkey="k") for _ in range(2)]
+    master, address = start_master(tmp_path, urls, "--lease-seconds", "1", "--timeout", "10", broker=broker)
+    workers = [
+        start_crawler("worker", *broker.worker_args(address), "-o", str(out), "-t", "4", authkey="k") for _ in range(2)
+    ]
     for worker in workers:
         assert finish(worker)[0] == 0
     status, error = finish(master)
@@ -186,21 +192,21 @@ def test_a_download_longer_than_its_lease_is_kept_alive_by_the_heartbeat(tmp_pat
     assert_each_url_once_and_ok(out, urls)
 
 
-def test_a_busy_worker_whose_leases_expired_still_hears_the_end(tmp_path: Path, site: Site) -> None:
+def test_a_busy_worker_whose_leases_expired_still_hears_the_end(tmp_path: Path, site: Site, broker: TestBroker) -> None:
     # The first request for /stuck stalls 10 s; the re-issued one is quick.
     stuck = site.add("/stuck.png", body=os.urandom(3000), delay=10.0, delay_hits=1)
     quick = site.add("/quick.png", body=os.urandom(3000))
     out = tmp_path / "out"
-    master, address = start_master(tmp_path, [stuck, quick], "--lease-seconds", "1")
+    master, address = start_master(tmp_path, [stuck, quick], "--lease-seconds", "1", broker=broker)
     # One thread, stalled on /stuck: the worker has no idle thread to ask for work with.
     busy = start_crawler(
-        "worker", "--connect", address, "-o", str(out), "-t", "1", "--connect-timeout", "2", authkey="k"
+        "worker", *broker.worker_args(address), "-o", str(out), "-t", "1", "--connect-timeout", "2", authkey="k"
     )
     wait_until(lambda: site.hits["/stuck.png"] == 1, "the stalled request")
     busy.send_signal(signal.SIGSTOP)
     wait_for_text(tmp_path / "master.log", "expired")  # awake again, it heartbeats but holds nothing
     busy.send_signal(signal.SIGCONT)
-    helper = start_crawler("worker", "--connect", address, "-o", str(out), "-t", "2", authkey="k")
+    helper = start_crawler("worker", *broker.worker_args(address), "-o", str(out), "-t", "2", authkey="k")
     assert finish(helper)[0] == 0
     status, error = finish(master)
     assert status == 0, error
