@@ -19,6 +19,7 @@ import argparse
 import multiprocessing
 import os
 import queue
+import resource
 import sys
 import tempfile
 import threading
@@ -122,11 +123,13 @@ def main() -> None:
         broker.shutdown()
         output.close()
         peak_mb = peak_rss_mb()
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        master_cpu = usage.ru_utime + usage.ru_stime
         redis_note = f" redis_peak_used_memory={memory.stop() / 2**20:.1f}MB" if args.broker else ""
         print(
             f"urls={args.urls} workers={args.workers} batch={args.batch} status={status} "
             f"ok={master.counts.ok} elapsed={elapsed:.2f}s rate={args.urls / elapsed:,.0f} URLs/s "
-            f"master_peak_rss={peak_mb:.0f}MB{redis_note}"
+            f"master_cpu={master_cpu:.1f}s master_peak_rss={peak_mb:.0f}MB{redis_note}"
         )
 
 

@@ -9,6 +9,7 @@ huge line cannot take the master's memory.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator
 from typing import NamedTuple, TextIO
@@ -41,6 +42,9 @@ class SeedLine(NamedTuple):
     auth: tuple[str, str] | None = None
 
 
+_SPACE_OR_CONTROL = re.compile("[\x00-\x20\x7f]")
+
+
 def normalize_url(raw: str) -> str:
     """Return the canonical form of an http(s) URL or raise ValueError.
 
@@ -49,7 +53,7 @@ def normalize_url(raw: str) -> str:
     gives an empty path as ``/``; the path and query are kept as written.
     Two URLs that differ only in credentials are one URL.
     """
-    if any(ord(char) < 0x21 or char == "\x7f" for char in raw):
+    if _SPACE_OR_CONTROL.search(raw):
         raise ValueError("contains whitespace or control characters")
     parts = urlsplit(raw)
     scheme = parts.scheme.lower()
@@ -99,6 +103,9 @@ def read_seeds(lines: TextIO) -> Iterator[SeedLine]:
             url = normalize_url(text)
         except ValueError as error:
             yield SeedLine(line_number, mask_credentials(text), None, f"invalid URL: {error}")
+            continue
+        if "@" not in text:  # no credentials to mask or take out: the common case, kept cheap
+            yield SeedLine(line_number, text, url, None)
             continue
         yield SeedLine(line_number, mask_credentials(text), url, None, credentials_in(text))
 

@@ -59,7 +59,7 @@ LOCK_TTL_SECONDS = 5.0
 LOCK_RENEW_SECONDS = 1.0
 ADD_CHUNK = 2_000
 """Tasks per script call: long enough to cost one round trip per batch, short enough not to stall Redis."""
-INBOX_BATCH = 5_000
+INBOX_BATCH = 5000
 POLL_FIRST, POLL_MOST = 0.01, 0.1
 """How often an idle worker asks again for work, at first and at most (Redis cannot block inside a script)."""
 STATE_FILE = "broker.json"
@@ -71,7 +71,8 @@ class _Scripts:
     def __init__(self, client: redis.Redis) -> None:
         self.add = client.register_script(scripts.ADD)
         self.add_later = client.register_script(scripts.ADD_LATER)
-        self.promote = client.register_script(scripts.PROMOTE)
+        self.tick = client.register_script(scripts.TICK)
+        self.take_results = client.register_script(scripts.TAKE_RESULTS)
         self.take = client.register_script(scripts.TAKE)
         self.deliver = client.register_script(scripts.DELIVER)
         self.renew = client.register_script(scripts.RENEW)
@@ -172,12 +173,16 @@ class RedisBroker:
             "paced": int(host_delay > 0),
         }
         self._epoch_file = state_folder / STATE_FILE
-        self._recorded = recorded
+        self._final_ids = recorded
         self._client, self._scripts = _connect(spec)
         self._lock = _MasterLock(self._client, self._scripts.lock, spec)
         self._in_play: dict[int, Task] = {}
         """Every task this master put in Redis whose result or expiry it has not taken yet."""
         self._taken = 0  # inbox entries taken and not yet acknowledged
+        self._recorded = 0  # inbox entries acknowledged, to drop with the next take
+        self._window = WindowCounts(0, 0, 0, False)  # as of the last turn (see expire_leases)
+        self._keys_lost = False
+        self._flowing = False  # the last take found results: look again without waiting
         self._skip: set[int] = set()  # results recorded by an earlier master, still in the inbox
         self._lost_since: float | None = None
         try:
@@ -246,7 +251,7 @@ class RedisBroker:
         foreign = [task_id for task_id in self._in_play if task_id < 0]
         if foreign:
             self._call(self._scripts.end_leases, args=[self._p, *foreign])
-        self._skip = self._recorded([task_id for task_id in self._in_play if task_id > 0]) | set(foreign)
+        self._skip = self._final_ids([task_id for task_id in self._in_play if task_id > 0]) | set(foreign)
         for task_id in self._skip:
             self._in_play.pop(task_id, None)
         self._batch(
@@ -273,7 +278,8 @@ class RedisBroker:
         )
         tasks = list(self._in_play.values())
         self._in_play.clear()
-        self._taken = 0
+        self._taken = self._recorded = 0
+        self._keys_lost = False
         self._batch(lambda pipe: pipe.hset(self._key("config"), mapping=self._config))
         self.add(tasks)
         self._publish(secrets.token_hex(8))
@@ -296,11 +302,15 @@ class RedisBroker:
         # After a take-over the backlog offers again what Redis already holds: skip it.
         fresh = [task for task in tasks if task.id not in self._in_play]
         for start in range(0, len(fresh), ADD_CHUNK):
-            args: list[object] = [self._p]
+            by_host: dict[str, list[object]] = collections.defaultdict(list)
             for task in fresh[start : start + ADD_CHUNK]:
                 self._in_play[task.id] = task
-                args += (host_of(task.url), task.id, encode_task(task))
+                by_host[host_of(task.url)] += (task.id, encode_task(task))
+            args: list[object] = [self._p]
+            for host, pairs in by_host.items():
+                args += (host, len(pairs) // 2, *pairs)
             self._call(self._scripts.add, args=args)
+        self._window = self._window._replace(ready=self._window.ready + len(fresh))
 
     def retry_later(self, task: Task, delay: float) -> None:
         self._in_play[task.id] = task
@@ -308,7 +318,8 @@ class RedisBroker:
         self._call(self._scripts.add_later, args=args)
 
     def promote_due(self) -> None:
-        if int(self._call(self._scripts.promote, args=[self._p])) < 0:
+        """Done by :meth:`expire_leases`, in the same round trip; here, recover if Redis lost the crawl."""
+        if self._keys_lost:
             self._recover()
 
     def set_host_delay(self, host: str, delay: float) -> None:
@@ -320,14 +331,18 @@ class RedisBroker:
         )
 
     def wait_for_results(self, timeout: float) -> None:
+        """Return at once while results flow; else wait for a worker's delivery to push ``wake``."""
         if self._lock.lost:
             raise MasterError(f"another master took over crawl {self._spec.crawl} (this one stalled for too long)")
-        if not self._call(self._client.llen, self._key("inbox")):
+        if not self._flowing:
             self._call(self._client.blpop, [self._key("wake")], timeout)
 
     def take_results(self) -> list[Delivery]:
-        entries = self._call(self._client.lrange, self._key("inbox"), 0, INBOX_BATCH - 1)
+        # The entries recorded last turn are dropped in the same round trip: one call per turn.
+        entries = self._call(self._scripts.take_results, args=[self._p, self._recorded, INBOX_BATCH])
+        self._recorded = 0
         self._taken = len(entries)
+        self._flowing = bool(entries)
         deliveries = []
         for entry in entries:
             delivery = self._delivery(entry)
@@ -360,12 +375,20 @@ class RedisBroker:
         return Delivery(task, result)
 
     def acknowledge(self) -> None:
-        if self._taken:
-            self._call(self._client.ltrim, self._key("inbox"), self._taken, -1)
-            self._taken = 0
+        """Note the entries taken as recorded; they leave Redis with the next take (or at the end).
+
+        Should the master die in between, the next one finds them recorded in the state and drops them.
+        """
+        self._recorded, self._taken = self._taken, 0
 
     def expire_leases(self) -> list[Lease]:
-        ended = self._call(self._scripts.end_leases, args=[self._p])
+        """End overdue leases; in the same round trip, promote due retries and count the window."""
+        reply = self._call(self._scripts.tick, args=[self._p])
+        if reply[0] == -1:
+            self._keys_lost = True
+            return []
+        ready, leased, starved, *ended = reply
+        self._window = WindowCounts(int(ready), 0, int(leased), starved == 1)
         leases = []
         for index in range(0, len(ended), 3):
             task = self._in_play.pop(int(ended[index]), None)
@@ -375,14 +398,8 @@ class RedisBroker:
         return leases
 
     def counts(self) -> WindowCounts:
-        ready, leased, starved = self._batch(
-            lambda pipe: (
-                pipe.get(self._key("ready_n")),
-                pipe.zcard(self._key("leases")),
-                pipe.get(self._key("starved")),
-            )
-        )
-        return WindowCounts(int(ready or 0), len(self._in_play), int(leased), starved == b"1")
+        """URLs in play as this master knows them; ready, leased and starved as of its last turn."""
+        return self._window._replace(in_play=len(self._in_play))
 
     def status(self) -> BrokerStatus:
         threads, seen, done, waiting, rotation, leases, (seconds, micros) = self._batch(
@@ -412,7 +429,13 @@ class RedisBroker:
         )
 
     def finish(self) -> None:
+        self._drop_recorded()
         self._call(self._client.set, self._key("over"), 1)
+
+    def _drop_recorded(self) -> None:
+        if self._recorded:
+            self._call(self._client.ltrim, self._key("inbox"), self._recorded, -1)
+            self._recorded = 0
 
     def close(self) -> None:
         self._call(self._client.set, self._key("closed"), 1)
@@ -430,6 +453,8 @@ class RedisBroker:
         return [name.decode() for name, at in seen.items() if int(at) >= since and name not in told | gone]
 
     def shutdown(self) -> None:
+        with contextlib.suppress(MasterError):
+            self._drop_recorded()
         self._lock.release()
         self._client.close()
 

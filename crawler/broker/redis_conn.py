@@ -154,6 +154,8 @@ def broker_errors(spec: BrokerSpec, connecting: bool = False) -> Iterator[None]:
         raise BrokerRefused(
             f"the broker at {spec.shown} does not let this user run a command crawler needs: {_first_line(error)}"
         ) from None
+    except redis.exceptions.InvalidResponse as error:
+        raise MasterError(f"the broker at {spec.shown} does not answer like Redis: {_first_line(error)}") from None
     except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
         kind = MasterUnreachable if connecting else ConnectionLost
         raise kind(f"no broker answered at {spec.shown}: {_first_line(error)}") from None

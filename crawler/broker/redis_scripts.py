@@ -25,7 +25,9 @@ granted"), ``waiting`` (sorted set "id TAB host" -> due time), ``inbox``
 
 from __future__ import annotations
 
-__all__ = ["ADD", "ADD_LATER", "DELIVER", "END_LEASES", "IS_OVER", "LOCK", "PROMOTE", "RELEASE", "RENEW", "TAKE"]
+__all__ = [
+    "ADD", "ADD_LATER", "DELIVER", "END_LEASES", "IS_OVER", "LOCK", "RELEASE", "RENEW", "TAKE", "TAKE_RESULTS", "TICK",
+]  # fmt: skip
 
 # Shared by the scripts below: the server's time in ms, and putting a host in the rotation.
 _PRELUDE = """
@@ -50,20 +52,57 @@ end
 local function per_host_cap()
   return tonumber(redis.call('HGET', p .. 'config', 'per_host')) or 0
 end
+-- End the leases of ids and take their tasks out of play; append id, worker, granted to out.
+local function end_leases(ids, out)
+  local per_host = per_host_cap()
+  for _, id in ipairs(ids) do
+    local lease = redis.call('HGET', p .. 'lease', id)
+    redis.call('HDEL', p .. 'tasks', id)
+    if lease then
+      end_lease(id, per_host)
+      out[#out + 1] = id
+      out[#out + 1] = string.match(lease, '^([^\\t]*)\\t')
+      out[#out + 1] = string.match(lease, '\\t([^\\t]*)$')
+    end
+  end
+  return out
+end
+-- Make ready the retries whose time has come; return how many.
+local function promote(now)
+  local due = redis.call('ZRANGEBYSCORE', p .. 'waiting', '-inf', now, 'LIMIT', 0, 10000)
+  for _, member in ipairs(due) do
+    redis.call('ZREM', p .. 'waiting', member)
+    local id, host = string.match(member, '^(.-)\\t(.*)$')
+    make_ready(host, id, false)
+  end
+  redis.call('INCRBY', p .. 'ready_n', #due)
+  return #due
+end
 """
 
 ADD = (
     _PRELUDE
     + """
--- ARGV: prefix, then (host, id, task JSON) for each task: make them ready.
-local n = 0
-for i = 2, #ARGV, 3 do
-  redis.call('HSET', p .. 'tasks', ARGV[i + 1], ARGV[i + 2])
-  make_ready(ARGV[i], ARGV[i + 1], false)
-  n = n + 1
+-- ARGV: prefix, then for each host: host, n, then n (id, task JSON) pairs. Make them ready, a
+-- host's ids in one push: a window refill is thousands of tasks of a few hosts.
+local i, total = 2, 0
+while i <= #ARGV do
+  local host, n = ARGV[i], tonumber(ARGV[i + 1])
+  local ids, pairs = {}, {}
+  for k = 0, n - 1 do
+    local id, task = ARGV[i + 2 + 2 * k], ARGV[i + 3 + 2 * k]
+    ids[#ids + 1] = id
+    pairs[#pairs + 1] = id
+    pairs[#pairs + 1] = task
+  end
+  redis.call('HSET', p .. 'tasks', unpack(pairs))
+  redis.call('RPUSH', p .. 'q:' .. host, unpack(ids))
+  if redis.call('SADD', p .. 'inrot', host) == 1 then redis.call('RPUSH', p .. 'rotation', host) end
+  total = total + n
+  i = i + 2 + 2 * n
 end
-redis.call('INCRBY', p .. 'ready_n', n)
-return n
+redis.call('INCRBY', p .. 'ready_n', total)
+return total
 """
 )
 
@@ -77,21 +116,32 @@ return 1
 """
 )
 
-PROMOTE = (
+TICK = (
     _PRELUDE
     + """
--- ARGV: prefix. Make ready the retries whose time has come; -1 when the crawl's keys are gone.
-if redis.call('EXISTS', p .. 'epoch') == 0 then return -1 end
-local due = redis.call('ZRANGEBYSCORE', p .. 'waiting', '-inf', now_ms(), 'LIMIT', 0, 10000)
-for _, member in ipairs(due) do
-  redis.call('ZREM', p .. 'waiting', member)
-  local id, host = string.match(member, '^(.-)\\t(.*)$')
-  make_ready(host, id, false)
-end
-redis.call('INCRBY', p .. 'ready_n', #due)
-return #due
+-- ARGV: prefix. The master's turn in one round trip: make ready the retries whose time has come,
+-- end the leases past their deadline, and count the window. Returns {-1} when the crawl's keys are
+-- gone (Redis restarted empty); else {ready, leased, starved, id, worker, granted, id, ...}.
+if redis.call('EXISTS', p .. 'epoch') == 0 then return {-1} end
+local now = now_ms()
+promote(now)
+local overdue = redis.call('ZRANGEBYSCORE', p .. 'leases', '-inf', now, 'LIMIT', 0, 10000)
+local out = {0, 0, 0}
+end_leases(overdue, out)
+out[1] = tonumber(redis.call('GET', p .. 'ready_n') or '0')
+out[2] = redis.call('ZCARD', p .. 'leases')
+out[3] = tonumber(redis.call('GET', p .. 'starved') or '0')
+return out
 """
 )
+
+TAKE_RESULTS = """
+-- ARGV: prefix, recorded, batch. Drop the first recorded entries of the inbox (the master has
+-- recorded them), then return up to batch entries from its head.
+local inbox = ARGV[1] .. 'inbox'
+if tonumber(ARGV[2]) > 0 then redis.call('LTRIM', inbox, ARGV[2], -1) end
+return redis.call('LRANGE', inbox, 0, tonumber(ARGV[3]) - 1)
+"""
 
 TAKE = (
     _PRELUDE
@@ -244,27 +294,11 @@ return n
 END_LEASES = (
     _PRELUDE
     + """
--- ARGV: prefix, then ids, or none for "every lease past its deadline". End those leases and take
--- their tasks out of play. Returns id, worker, granted (ms), id, worker, granted...
-local ids
-if #ARGV > 1 then
-  ids = {}
-  for i = 2, #ARGV do ids[#ids + 1] = ARGV[i] end
-else
-  ids = redis.call('ZRANGEBYSCORE', p .. 'leases', '-inf', now_ms(), 'LIMIT', 0, 10000)
-end
-local per_host, out = per_host_cap(), {}
-for _, id in ipairs(ids) do
-  local lease = redis.call('HGET', p .. 'lease', id)
-  redis.call('HDEL', p .. 'tasks', id)
-  if lease then
-    end_lease(id, per_host)
-    out[#out + 1] = id
-    out[#out + 1] = string.match(lease, '^([^\\t]*)\\t')
-    out[#out + 1] = string.match(lease, '\\t([^\\t]*)$')
-  end
-end
-return out
+-- ARGV: prefix, then ids. End those leases and take their tasks out of play (a new master drops
+-- the robots.txt tasks of the one before). Returns id, worker, granted (ms), id, worker, granted...
+local ids = {}
+for i = 2, #ARGV do ids[#ids + 1] = ARGV[i] end
+return end_leases(ids, {})
 """
 )
 
