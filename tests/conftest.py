@@ -56,6 +56,10 @@ class TestBroker:
     def master_args(self, bind: str = "127.0.0.1:0") -> list[str]:
         return ["--bind", bind] if self.redis is None else ["--broker", self.redis.url]
 
+    def run_args(self) -> list[str]:
+        """Options that put ``crawler run`` on this broker."""
+        return [] if self.redis is None else ["--broker", self.redis.url]
+
     def worker_args(self, address: str) -> list[str]:
         """Options that lead a worker to the master serving on ``address`` (as its log says)."""
         return ["--connect", address] if self.redis is None else ["--broker", self.redis.url]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_crawler
+from tests.conftest import MANAGER, TestBroker, run_crawler
 from tests.site import Site
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 100
@@ -47,11 +47,13 @@ def build_site(site: Site, other: Site) -> str:
     return site.url("/index.html")
 
 
-def crawl(tmp_path: Path, seed: str, *options: str) -> tuple[int, dict[str, dict[str, object]], str]:
+def crawl(
+    tmp_path: Path, seed: str, *options: str, broker: TestBroker = MANAGER
+) -> tuple[int, dict[str, dict[str, object]], str]:
     seeds = tmp_path / "seeds.txt"
     seeds.write_text(seed + "\n")
     out = tmp_path / "out"
-    done = run_crawler("run", str(seeds), "-o", str(out), "-w", "2", "-t", "4", *options)
+    done = run_crawler("run", str(seeds), "-o", str(out), "-w", "2", "-t", "4", *options, *broker.run_args())
     records = {}
     for line in (out / "manifest.jsonl").read_text().splitlines():
         record = json.loads(line)
@@ -74,10 +76,10 @@ def fetched(site: Site) -> set[str]:
     ],
 )  # fmt: skip
 def test_depth_fetches_exactly_the_expected_set(
-    tmp_path: Path, site: Site, other_host: Site, depth: int, expected: set[str]
+    tmp_path: Path, site: Site, other_host: Site, depth: int, expected: set[str], broker: TestBroker
 ) -> None:
     index = build_site(site, other_host)
-    status, records, stderr = crawl(tmp_path, index, "--depth", str(depth))
+    status, records, stderr = crawl(tmp_path, index, "--depth", str(depth), broker=broker)
     assert fetched(site) == expected, stderr
     assert all(count == 1 for count in site.hits.values())  # cycles end; every URL fetched once
     assert fetched(other_host) == set()  # off-host links are not followed
@@ -140,22 +142,24 @@ def test_max_urls_caps_the_crawl(tmp_path: Path, site: Site, other_host: Site) -
     assert len(records) == 4
 
 
-def test_per_host_cap_holds_across_workers(tmp_path: Path, site: Site) -> None:
+def test_per_host_cap_holds_across_workers(tmp_path: Path, site: Site, broker: TestBroker) -> None:
     images = "".join(f'<img src="/i/{number}.png">' for number in range(16))
     for number in range(16):
         site.add(f"/i/{number}.png", body=PNG, content_type="image/png", delay=0.15)
     index = site.page("/index.html", images)
-    status, records, _stderr = crawl(tmp_path, index, "--depth", "1", "--ignore-robots", "--per-host", "2")
+    status, records, _stderr = crawl(
+        tmp_path, index, "--depth", "1", "--ignore-robots", "--per-host", "2", broker=broker
+    )
     assert status == 0 and len(records) == 17
     assert site.peak_in_flight == 2  # 2 workers x 4 threads would allow 8
 
 
-def test_crawl_delay_paces_requests_to_a_host(tmp_path: Path, site: Site) -> None:
+def test_crawl_delay_paces_requests_to_a_host(tmp_path: Path, site: Site, broker: TestBroker) -> None:
     site.add("/robots.txt", body=b"User-agent: *\nCrawl-delay: 0.3\n", content_type="text/plain")
     for number in range(4):
         site.add(f"/i/{number}.png", body=PNG, content_type="image/png")
     index = site.page("/index.html", "".join(f'<img src="/i/{number}.png">' for number in range(4)))
-    status, _records, stderr = crawl(tmp_path, index, "--depth", "1")
+    status, _records, stderr = crawl(tmp_path, index, "--depth", "1", broker=broker)
     assert status == 0, stderr
     starts = sorted(site.started_at)
     gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]

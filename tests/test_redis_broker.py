@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from crawler.broker import Delivery, Lease
 from crawler.broker.redis_broker import RedisBroker, RedisLink
 from crawler.broker.redis_conn import BrokerSpec
 from crawler.errors import AuthenticationFailed, BrokerRefused, MasterError, MasterUnreachable
@@ -32,7 +33,7 @@ from tests.helpers import (
     wait_for_text,
     wait_until,
 )
-from tests.redis_server import RedisServer, free_port
+from tests.redis_server import RedisServer, free_port, make_certificates
 from tests.site import Site
 
 SPEC_TIMEOUT = 2.0
@@ -44,6 +45,15 @@ def tasks(count: int, host: str = "a.example", first: int = 1) -> list[Task]:
 
 def ok(task: Task, worker: str = "w1") -> Result:
     return Result(task.id, task.url, Outcome.OK, path=f"a/{task.id}.png", bytes=3, attempt=task.attempt, worker=worker)
+
+
+def turn(master: RedisBroker) -> tuple[list[Delivery], list[Lease]]:
+    """What one turn of the master's loop asks of its broker."""
+    results = master.take_results()
+    expired = master.expire_leases()
+    master.promote_due()
+    master.acknowledge()
+    return results, expired
 
 
 class Brokers:
@@ -95,7 +105,7 @@ def test_tasks_travel_as_json_are_leased_delivered_and_acknowledged(brokers: Bro
     assert link.policy().retries == 7
     taken = link.get(True, 1.0, 2, 0)
     assert [task.id for task in taken] == [1, 2]
-    assert master.expire_leases() == []  # a turn of the master's loop, which counts the window too
+    assert turn(master) == ([], [])  # a turn of the master's loop, which counts the window too
     assert master.counts() == (1, 3, 2, False)
     stored = brokers.client().hgetall("crawler:{t}:tasks")
     assert json.loads(stored[b"3"]) == [3, "http://a.example/3.png", 1, 0, False, None, None]  # data, not a pickle
@@ -122,7 +132,7 @@ def test_a_per_host_cap_and_a_pace_hold_across_workers(brokers: Brokers) -> None
     assert sorted(task.id for task in first.get(False, 0, 4, 0)) == [1, 10]  # one of each host
     with pytest.raises(queue.Empty):
         second.get(True, 0.2, 4, 0)  # both hosts are at their cap
-    master.expire_leases()
+    turn(master)
     assert master.counts().starved
     first.put([ok(Task(1, "http://a.example/1.png", 1))])
     assert [task.id for task in second.get(True, 1.0, 4, 0)] == [2]
@@ -145,11 +155,10 @@ def test_an_expired_lease_comes_back_and_a_late_result_is_dropped(brokers: Broke
     time.sleep(0.2)
     assert slow.renew([kept.id, lost.id]) == 1  # the dead worker's lease is not another's to renew
     time.sleep(0.2)
-    expired = master.expire_leases()
+    _results, expired = turn(master)
     assert [(lease.task, lease.worker) for lease in expired] == [(lost, "dead")]
     dead.put([ok(lost, "dead")])  # out of play now: a late duplicate
-    assert master.take_results() == []
-    master.expire_leases()
+    assert turn(master) == ([], [])
     assert master.counts() == (0, 1, 1, False)
 
 
@@ -168,11 +177,11 @@ def test_a_retry_waits_for_its_time(brokers: Brokers) -> None:
     master = brokers.master()
     master.retry_later(Task(5, "http://a.example/5.png", 2), 0.3)
     link = brokers.link()
-    master.expire_leases()  # a turn: promotes the retries that are due
+    turn(master)  # promotes the retries that are due
     with pytest.raises(queue.Empty):
         link.get(False, 0, 1, 0)
     time.sleep(0.35)
-    master.expire_leases()
+    turn(master)
     assert link.get(False, 0, 1, 0) == [Task(5, "http://a.example/5.png", 2)]
 
 
@@ -204,10 +213,9 @@ def test_a_new_master_takes_over_what_the_first_left_in_redis(brokers: Brokers) 
     second = brokers.master(recorded=frozenset({1}))
     assert second.counts().in_play == 4  # 2 waiting in the inbox, 3 still leased, 4 and 5 ready
     second.add(tasks(4, first=2))  # the backlog offers every pending URL again: those in Redis are skipped
-    second.expire_leases()
-    assert second.counts().ready == 2
-    [(task, result)] = second.take_results()
+    [(task, result)], _expired = turn(second)
     assert task.id == 2 and result.outcome == Outcome.OK
+    assert second.counts().ready == 2
     assert link.renew([held[2].id]) == 1  # its lease survived the change of master
 
 
@@ -219,8 +227,7 @@ def test_redis_emptied_mid_crawl_gets_every_url_in_play_again(brokers: Brokers) 
     brokers.server.restart_empty()
     with pytest.raises(MasterError):  # a link to the emptied crawl says so
         brokers.link()
-    master.expire_leases()  # the master's turn notices,
-    master.promote_due()  # and publishes the crawl again
+    turn(master)  # the master's turn notices, and publishes the crawl again
     again = brokers.link("w2")
     assert sorted(task.id for task in again.get(False, 0, 4, 0)) == [1, 2, 3]
 
@@ -389,3 +396,20 @@ def test_a_redis_older_than_6_2_is_refused(tmp_path: Path) -> None:
         f"crawler: error: the broker at redis://127.0.0.1:{port} (crawl default) runs Redis 6.0.16; "
         "crawler needs Redis 6.2 or newer"
     )
+
+
+def test_a_tls_broker_with_a_private_ca(tmp_path: Path, site: Site) -> None:
+    certificates = make_certificates(tmp_path / "tls")
+    server = RedisServer(tmp_path / "redis", port=free_port(), tls=certificates).start()
+    try:
+        urls = slow_site(site, 10, delay=0.0)
+        seeds, out = seeds_file(tmp_path, urls), tmp_path / "out"
+        untrusted = run_crawler("run", str(seeds), "-o", str(out), "--broker", server.url, "--connect-timeout", "1")
+        assert untrusted.returncode == 2 and "Traceback" not in untrusted.stderr
+        assert "certificate verify failed" in untrusted.stderr.strip().splitlines()[-1]
+        ca = str(certificates / "ca.crt")
+        trusted = run_crawler("run", str(seeds), "-o", str(out), "--broker", server.url, "--broker-ca", ca, "-w", "1")
+        assert trusted.returncode == 0, trusted.stderr
+        assert_each_url_once_and_ok(out, urls)
+    finally:
+        server.close()

@@ -59,7 +59,9 @@ LOCK_TTL_SECONDS = 5.0
 LOCK_RENEW_SECONDS = 1.0
 ADD_CHUNK = 2_000
 """Tasks per script call: long enough to cost one round trip per batch, short enough not to stall Redis."""
-INBOX_BATCH = 5000
+INBOX_BATCH = 5_000
+FULL_TURN, TURN_PAUSE_SECONDS = 500, 0.01
+"""A turn that took fewer results than this waits a little before the next (see wait_for_results)."""
 POLL_FIRST, POLL_MOST = 0.01, 0.1
 """How often an idle worker asks again for work, at first and at most (Redis cannot block inside a script)."""
 STATE_FILE = "broker.json"
@@ -71,8 +73,7 @@ class _Scripts:
     def __init__(self, client: redis.Redis) -> None:
         self.add = client.register_script(scripts.ADD)
         self.add_later = client.register_script(scripts.ADD_LATER)
-        self.tick = client.register_script(scripts.TICK)
-        self.take_results = client.register_script(scripts.TAKE_RESULTS)
+        self.turn = client.register_script(scripts.TURN)
         self.take = client.register_script(scripts.TAKE)
         self.deliver = client.register_script(scripts.DELIVER)
         self.renew = client.register_script(scripts.RENEW)
@@ -91,10 +92,10 @@ def _connect(spec: BrokerSpec) -> tuple[redis.Redis, _Scripts]:
         try:
             check_server(client, spec)
             return client, _Scripts(client)
-        except MasterUnreachable:
+        except MasterUnreachable as error:
             if time.monotonic() + delay > deadline:
                 client.close()
-                raise MasterUnreachable(f"no broker answered at {spec.shown} in {spec.connect_timeout:g} s") from None
+                raise MasterUnreachable(f"{error} (for {spec.connect_timeout:g} s)") from None
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
 
@@ -182,7 +183,8 @@ class RedisBroker:
         self._recorded = 0  # inbox entries acknowledged, to drop with the next take
         self._window = WindowCounts(0, 0, 0, False)  # as of the last turn (see expire_leases)
         self._keys_lost = False
-        self._flowing = False  # the last take found results: look again without waiting
+        self._expired: list[bytes] = []  # id, worker, granted of the leases the last turn ended
+        self._last_turn = 0  # results the last turn took (acknowledge() keeps it)
         self._skip: set[int] = set()  # results recorded by an earlier master, still in the inbox
         self._lost_since: float | None = None
         try:
@@ -318,7 +320,7 @@ class RedisBroker:
         self._call(self._scripts.add_later, args=args)
 
     def promote_due(self) -> None:
-        """Done by :meth:`expire_leases`, in the same round trip; here, recover if Redis lost the crawl."""
+        """Done in the turn's round trip (see :meth:`take_results`); here, recover if Redis lost the crawl."""
         if self._keys_lost:
             self._recover()
 
@@ -331,18 +333,32 @@ class RedisBroker:
         )
 
     def wait_for_results(self, timeout: float) -> None:
-        """Return at once while results flow; else wait for a worker's delivery to push ``wake``."""
+        """Wait for a worker's delivery to push ``wake``; while results flow, only pace the turns.
+
+        A turn costs a round trip and the client's work, whatever it brings:
+        a trickle of results is gathered for a few milliseconds, a flood not at all.
+        """
         if self._lock.lost:
             raise MasterError(f"another master took over crawl {self._spec.crawl} (this one stalled for too long)")
-        if not self._flowing:
+        if not self._last_turn:
             self._call(self._client.blpop, [self._key("wake")], timeout)
+        elif self._last_turn < FULL_TURN:
+            time.sleep(min(timeout, TURN_PAUSE_SECONDS))
 
     def take_results(self) -> list[Delivery]:
-        # The entries recorded last turn are dropped in the same round trip: one call per turn.
-        entries = self._call(self._scripts.take_results, args=[self._p, self._recorded, INBOX_BATCH])
+        """One round trip for the whole turn: the results, and what :meth:`expire_leases` returns next."""
+        reply = self._call(self._scripts.turn, args=[self._p, self._recorded, INBOX_BATCH])
         self._recorded = 0
-        self._taken = len(entries)
-        self._flowing = bool(entries)
+        if reply[0] == -1:
+            self._keys_lost = True
+            self._taken = self._last_turn = 0
+            self._expired = []
+            return []
+        ready, leased, starved, ended = (int(value) for value in reply[:4])
+        self._window = WindowCounts(ready, 0, leased, starved == 1)
+        self._expired = reply[4 : 4 + 3 * ended]
+        entries = reply[4 + 3 * ended :]
+        self._taken = self._last_turn = len(entries)
         deliveries = []
         for entry in entries:
             delivery = self._delivery(entry)
@@ -382,13 +398,8 @@ class RedisBroker:
         self._recorded, self._taken = self._taken, 0
 
     def expire_leases(self) -> list[Lease]:
-        """End overdue leases; in the same round trip, promote due retries and count the window."""
-        reply = self._call(self._scripts.tick, args=[self._p])
-        if reply[0] == -1:
-            self._keys_lost = True
-            return []
-        ready, leased, starved, *ended = reply
-        self._window = WindowCounts(int(ready), 0, int(leased), starved == 1)
+        """The leases the turn's round trip (in :meth:`take_results`) ended: past their deadline."""
+        ended, self._expired = self._expired, []
         leases = []
         for index in range(0, len(ended), 3):
             task = self._in_play.pop(int(ended[index]), None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -157,10 +158,22 @@ def broker_errors(spec: BrokerSpec, connecting: bool = False) -> Iterator[None]:
     except redis.exceptions.InvalidResponse as error:
         raise MasterError(f"the broker at {spec.shown} does not answer like Redis: {_first_line(error)}") from None
     except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
+        if _is_tls_failure(error):  # no retry mends a certificate
+            hint = "" if spec.ca_file else "; if a private CA signed it, pass --broker-ca FILE"
+            raise MasterError(f"TLS with the broker at {spec.shown} failed: {_first_line(error)}{hint}") from None
         kind = MasterUnreachable if connecting else ConnectionLost
         raise kind(f"no broker answered at {spec.shown}: {_first_line(error)}") from None
     except redis.RedisError as error:
         raise MasterError(f"the broker at {spec.shown} failed: {_first_line(error)}") from None
+
+
+def _is_tls_failure(error: BaseException) -> bool:
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _first_line(error: BaseException) -> str:

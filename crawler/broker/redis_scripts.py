@@ -26,7 +26,7 @@ granted"), ``waiting`` (sorted set "id TAB host" -> due time), ``inbox``
 from __future__ import annotations
 
 __all__ = [
-    "ADD", "ADD_LATER", "DELIVER", "END_LEASES", "IS_OVER", "LOCK", "RELEASE", "RENEW", "TAKE", "TAKE_RESULTS", "TICK",
+    "ADD", "ADD_LATER", "DELIVER", "END_LEASES", "IS_OVER", "LOCK", "RELEASE", "RENEW", "TAKE", "TURN",
 ]  # fmt: skip
 
 # Shared by the scripts below: the server's time in ms, and putting a host in the rotation.
@@ -116,32 +116,29 @@ return 1
 """
 )
 
-TICK = (
+TURN = (
     _PRELUDE
     + """
--- ARGV: prefix. The master's turn in one round trip: make ready the retries whose time has come,
--- end the leases past their deadline, and count the window. Returns {-1} when the crawl's keys are
--- gone (Redis restarted empty); else {ready, leased, starved, id, worker, granted, id, ...}.
+-- ARGV: prefix, recorded, batch. The master's turn in one round trip: drop the first recorded
+-- entries of the inbox (the master has recorded them), make ready the retries whose time has come,
+-- end the leases past their deadline, count the window, and take up to batch new entries.
+-- Returns {-1} when the crawl's keys are gone (Redis restarted empty); else
+-- {ready, leased, starved, n, id, worker, granted (x n), entry, entry...}.
 if redis.call('EXISTS', p .. 'epoch') == 0 then return {-1} end
+if tonumber(ARGV[2]) > 0 then redis.call('LTRIM', p .. 'inbox', ARGV[2], -1) end
 local now = now_ms()
 promote(now)
 local overdue = redis.call('ZRANGEBYSCORE', p .. 'leases', '-inf', now, 'LIMIT', 0, 10000)
-local out = {0, 0, 0}
+local out = {0, 0, 0, 0}
 end_leases(overdue, out)
 out[1] = tonumber(redis.call('GET', p .. 'ready_n') or '0')
 out[2] = redis.call('ZCARD', p .. 'leases')
 out[3] = tonumber(redis.call('GET', p .. 'starved') or '0')
+out[4] = (#out - 4) / 3
+for _, entry in ipairs(redis.call('LRANGE', p .. 'inbox', 0, tonumber(ARGV[3]) - 1)) do out[#out + 1] = entry end
 return out
 """
 )
-
-TAKE_RESULTS = """
--- ARGV: prefix, recorded, batch. Drop the first recorded entries of the inbox (the master has
--- recorded them), then return up to batch entries from its head.
-local inbox = ARGV[1] .. 'inbox'
-if tonumber(ARGV[2]) > 0 then redis.call('LTRIM', inbox, ARGV[2], -1) end
-return redis.call('LRANGE', inbox, 0, tonumber(ARGV[3]) - 1)
-"""
 
 TAKE = (
     _PRELUDE
