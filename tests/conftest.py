@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.netns import NetnsUnavailable, Network, remove_leftovers
 from tests.redis_server import RedisServer
 from tests.site import Site
 
@@ -77,6 +78,26 @@ def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestBroke
     server = RedisServer(tmp_path / "redis").start()
     yield TestBroker(server)
     server.close()
+
+
+@pytest.fixture
+def network() -> Iterator[Network]:
+    """A private network of namespaces (tests/netns.py), torn down after the test, even a failed one.
+
+    Needs CAP_NET_ADMIN; without it the test is skipped, unless CRAWLER_REQUIRE_NETNS is set (as the
+    README's test command, so CI, does): then it fails, so a CI run cannot pass without these tests.
+    """
+    remove_leftovers()
+    try:
+        made = Network()
+    except NetnsUnavailable as error:
+        if os.environ.get("CRAWLER_REQUIRE_NETNS"):
+            pytest.fail(f"CRAWLER_REQUIRE_NETNS is set but network namespaces cannot be made: {error}")
+        pytest.skip(f"needs CAP_NET_ADMIN to make network namespaces: {error}")
+    try:
+        yield made
+    finally:
+        made.close()
 
 
 @pytest.fixture

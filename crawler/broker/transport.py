@@ -57,7 +57,10 @@ logger = logging.getLogger(__name__)
 
 TRANSPORT = "crawler"
 HANDSHAKE_SECONDS = 5.0
-KEEPALIVE = {"TCP_KEEPIDLE": 10, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3}
+KEEPALIVE = {"TCP_KEEPIDLE": 10, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3, "TCP_USER_TIMEOUT": 25_000}
+"""A peer silent for 25 s is gone: keepalive probes (10 + 3 x 5 s), or unacknowledged data (25,000 ms)."""
+CALL_SECONDS = 30.0
+"""A worker's call unanswered this long is a lost master (the connection is then dropped)."""
 LISTEN_BACKLOG = 256
 MAX_HANDSHAKES = 64
 MAX_HANDSHAKES_PER_PEER = 16
@@ -82,7 +85,9 @@ def format_address(address: tuple[str, int]) -> str:
 def _tune_socket(sock: socket.socket) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     # Proxy calls have no timeout: keepalive is what notices a peer whose
-    # machine vanished (no reset ever comes) within about half a minute.
+    # machine vanished (no reset ever comes) within about half a minute, on an
+    # idle connection; on one with a call unanswered, the user timeout does,
+    # within the same bound (without it, Linux retransmits for 15 minutes).
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     for option, value in KEEPALIVE.items():
         if hasattr(socket, option):
@@ -221,6 +226,10 @@ def _client(address: tuple[str, int], family: object = None, authkey: bytes | No
     except BaseException:
         conn.close()
         raise
+    # A call's answer comes within a second or two (a get blocks at most MAX_BLOCK_SECONDS on the
+    # master). One that never comes (the master's process stopped, or a proxy between that holds the
+    # connection while the master's host is gone) ends the call here, not never.
+    _set_receive_timeout(conn, CALL_SECONDS)
     return conn
 
 
