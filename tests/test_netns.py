@@ -164,8 +164,11 @@ def test_a_crawl_across_hosts_with_delay_and_loss_on_every_link(make_cluster: Ma
     for host in (cluster.master, cluster.w1, cluster.w2, cluster.web, cluster.redis):
         if host is not None:
             host.loss(2)
-    master = cluster.start_master("--lease-seconds", "10")
+    # Both workers are up and asking before the master is: neither can miss the whole crawl.
     workers = [cluster.start_worker(host, "-t", "4", log=f"{host.name}.log") for host in (cluster.w1, cluster.w2)]
+    for host in (cluster.w1, cluster.w2):
+        wait_for_text(cluster.tmp / f"{host.name}.log", "no master at")
+    master = cluster.start_master("--lease-seconds", "10")
     for worker in workers:
         assert cluster.finish(worker, timeout=120)[0] == 0
     assert cluster.finish(master, timeout=60)[0] == 0, (cluster.tmp / "master.log").read_text()[-2000:]
