@@ -4,4 +4,6 @@ import sys
 
 from .cli import main
 
-sys.exit(main())
+# Guarded: a worker process started by multiprocessing may import this module, and must not run the CLI.
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,6 +9,7 @@ not run, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -16,7 +17,6 @@ import re
 import secrets
 import signal
 import stat
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -34,6 +34,7 @@ from .seeds import open_seeds, read_seeds
 from .shaping import HostCredentials, load_cookies, load_netrc, parse_header, read_header_file
 
 if TYPE_CHECKING:
+    from .broker import Connector
     from .master import Master
 
 # The master's and the worker's modules are imported by the commands that use them:
@@ -537,7 +538,6 @@ def command_master(args: argparse.Namespace) -> int:
 
 
 def command_worker(args: argparse.Namespace) -> int:
-    from .broker import Connector
     from .worker import Worker, WorkerConfig
 
     spec: BrokerSpec | None = args.spec
@@ -580,60 +580,33 @@ def command_run(args: argparse.Namespace) -> int:
 
     With ``--broker``, the master and the local workers meet in that Redis instead.
     """
+    from .local import LocalWorkers
+
     authkey = secrets.token_hex(32).encode()
     spec: BrokerSpec | None = args.spec
-    with ExitStack() as stack:
-        master = open_master(args, ("127.0.0.1", 0), authkey, stack)
-        workers = _start_local_workers(args, master.broker.address, authkey, spec)
-        try:
-            master.watch(lambda: _check_local_workers(workers))
-            status = master.run()
-        finally:
-            # Still serving: a worker that connects only now hears that the crawl is over.
-            _stop_local_workers(workers)
+    # Forked first, while this process has no thread, socket or database: see crawler.local.
+    workers = LocalWorkers(
+        args.workers, args.output, args.threads, authkey, spec, functools.partial(_worker_logging, args.verbose)
+    )
+    try:
+        with ExitStack() as stack:
+            master = open_master(args, ("127.0.0.1", 0), authkey, stack)
+            workers.start(master.broker.address)
+            master.watch(workers.check)
+            try:
+                status = master.run()
+            finally:
+                # Still serving: a worker that connects only now hears that the crawl is over.
+                workers.stop()
+    finally:
+        workers.stop()  # the master could not open the crawl: its workers exit without starting
     _print_summary(args, master)
     return status
 
 
-def _start_local_workers(
-    args: argparse.Namespace, address: str, authkey: bytes, spec: BrokerSpec | None
-) -> list[subprocess.Popen[bytes]]:
-    # The key and the broker's URL travel in the environment, never in argv (visible to every user in ps).
-    env = {**os.environ, AUTHKEY_ENV: authkey.decode()}
-    where = ["--connect", address, "--connect-timeout", "10"]
-    if spec is not None:
-        env[BROKER_ENV] = spec.url
-        where = ["--crawl", spec.crawl, "--connect-timeout", str(spec.connect_timeout)]
-        where += ["--broker-ca", str(spec.ca_file)] if spec.ca_file else []
-    command = [
-        sys.executable,
-        "-m",
-        "crawler",
-        "worker",
-        *where,
-        "-o",
-        str(args.output),
-        "-t",
-        str(args.threads),
-    ]
-    command += ["-v"] * args.verbose if args.verbose else ["-q"]
-    return [subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL) for _ in range(args.workers)]
-
-
-def _check_local_workers(workers: Sequence[subprocess.Popen[bytes]]) -> None:
-    codes = [worker.poll() for worker in workers]
-    if all(code is not None for code in codes):
-        raise CrawlerError(f"all {len(workers)} workers exited before the crawl ended (status {codes[0]})")
-
-
-def _stop_local_workers(workers: Sequence[subprocess.Popen[bytes]]) -> None:
-    deadline = time.monotonic() + WORKER_EXIT_SECONDS
-    for worker in workers:
-        try:
-            worker.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+def _worker_logging(verbose: int) -> None:
+    """A local worker logs errors only, unless ``run`` was asked for more."""
+    setup_logging(argparse.Namespace(quiet=not verbose, verbose=verbose))
 
 
 class _ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]

@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 LOOP_WAIT_SECONDS = 0.05
 SPACE_CHECK_SECONDS = 1.0
+LINGER_POLL_SECONDS = 0.01
+"""Workers hear the end within milliseconds; the master's exit should not wait a whole loop turn more."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -231,7 +233,7 @@ class Master:
         """
         deadline = time.monotonic() + self.config.linger_seconds
         while time.monotonic() < deadline and self.broker.workers_not_told(self.policy.lease_seconds):
-            time.sleep(LOOP_WAIT_SECONDS)
+            time.sleep(LINGER_POLL_SECONDS)
 
     def _stop_early(self) -> int:
         """Ctrl-C: stop handing out work, wait briefly for work in flight, save, exit 130."""

@@ -9,8 +9,6 @@ crawl state; it does travel to the workers over the broker's transport.
 
 from __future__ import annotations
 
-import http.cookiejar
-import netrc
 import re
 import stat
 import time
@@ -68,6 +66,8 @@ def read_header_file(path: Path) -> list[tuple[str, str]]:
 
 def load_cookies(path: Path) -> tuple[Cookie, ...]:
     """Read a Netscape ``cookies.txt`` (browser exports, curl ``-c``, yt-dlp) into plain values."""
+    import http.cookiejar  # here: it costs every crawl a fiftieth of a second at start-up, for --cookies
+
     jar = http.cookiejar.MozillaCookieJar(str(path))
     try:
         # Expiry is checked below: the file format writes 0 for a session cookie, which the jar reads as 1970.
@@ -91,6 +91,8 @@ def load_netrc(path: Path) -> dict[str, tuple[str, str]]:
     listed, and would hand them the password. A file others can read is
     refused, as for the authkey.
     """
+    import netrc  # here, not at the top: only --netrc needs it
+
     try:
         mode = path.stat().st_mode
         entries = netrc.netrc(str(path))

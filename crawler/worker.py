@@ -267,15 +267,22 @@ class Worker:
             self._slots.give_back(task)
 
     def _download_loop(self) -> None:
-        with make_session(self.policy) as session:
+        # The session is made with the thread's first task: a thread that never gets one (a short
+        # crawl, -t above what the crawl needs) costs no session, and the worker starts sooner.
+        session = None
+        try:
             while not self._stopping.is_set():
                 task = self._downloads.get()
                 if task is None:
                     return
                 try:
+                    session = session or make_session(self.policy)
                     self._results.put(self.download(session, task))
                 finally:
                     self._slots.give_back(task)
+        finally:
+            if session is not None:
+                session.close()
 
     def download(self, session: Any, task: Task) -> Result:
         """Fetch one task; whatever happens, return its result.

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
-import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -168,6 +167,8 @@ def broker_errors(spec: BrokerSpec, connecting: bool = False) -> Iterator[None]:
 
 
 def _is_tls_failure(error: BaseException) -> bool:
+    import ssl  # only when a connection failed: redis-py has loaded it then
+
     seen: BaseException | None = error
     while seen is not None:
         if isinstance(seen, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in str(seen):
