@@ -464,8 +464,10 @@ class RedisBroker:
         return [name.decode() for name, at in seen.items() if int(at) >= since and name not in told | gone]
 
     def shutdown(self) -> None:
-        with contextlib.suppress(MasterError):
-            self._drop_recorded()
+        # One try, no waiting out an outage: the next master drops what is left (see _take_over).
+        if self._recorded:
+            with contextlib.suppress(Exception):
+                self._client.ltrim(self._key("inbox"), self._recorded, -1)
         self._lock.release()
         self._client.close()
 
