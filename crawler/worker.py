@@ -15,6 +15,7 @@ results it could not deliver wait for the new connection.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import os
@@ -95,7 +96,8 @@ class _Slots:
     def __init__(self, threads: int) -> None:
         self._threads = threads
         self._used = 0
-        self._held: set[int] = set()
+        # A Counter: an expired lease can bring a task back to the worker still downloading it.
+        self._held: collections.Counter[int] = collections.Counter()
         self._changed = threading.Condition()
 
     def wait_for_idle(self, timeout: float) -> tuple[int, int]:
@@ -120,7 +122,9 @@ class _Slots:
     def give_back(self, task: Task) -> None:
         with self._changed:
             self._used -= 1
-            self._held.discard(task.id)
+            self._held[task.id] -= 1
+            if self._held[task.id] <= 0:
+                del self._held[task.id]
             self._changed.notify()
 
     def held(self) -> list[int]:

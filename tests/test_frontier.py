@@ -237,3 +237,16 @@ def test_a_result_comes_back_with_the_task_it_answers() -> None:
     frontier.deliver("w", [ok(taken)])
     [(task, result)] = frontier.take_results()
     assert (task.depth, task.parent, result.outcome) == (2, "http://example.com/", Outcome.OK)
+
+
+def test_a_lease_the_worker_does_not_know_it_holds_expires_despite_its_heartbeat() -> None:
+    # The reply of a get was lost on the way (a connection cut): the worker never saw task 2.
+    clock = Clock()
+    frontier = Frontier(lease_seconds=30, clock=clock)
+    frontier.add(tasks(2))
+    view = TaskQueueView(frontier, {}, "w1", capacity=2)
+    known, _lost_in_transit = view.get(True, 0)
+    for _ in range(3):
+        clock.now += 20
+        assert view.renew([known.id]) == 1  # the heartbeat names what the worker holds
+    assert [lease.task.id for lease in frontier.expire_leases()] == [2]
