@@ -62,6 +62,9 @@ class LocalWorkers:
         setup_logging: Callable[[], None],
     ) -> None:
         self._children: list[_Child] = []
+        # Whatever sits in this process's buffers would otherwise be written again by every child.
+        sys.stdout.flush()
+        sys.stderr.flush()
         for _ in range(count):
             read_end, write_end = os.pipe()
             pid = os.fork()
