@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, NoReturn
 from . import __version__
 from .broker.redis_conn import BROKER_ENV, BrokerSpec, mask_url, parse_broker_url, parse_crawl_name
 from .broker.transport import parse_address
-from .errors import CrawlerError, UsageError
+from .errors import EXIT_CANNOT_RUN, EXIT_INTERRUPTED, EXIT_OK, CrawlerError, UsageError
 from .messages import RESIZE_MODES, Policy, Status
 from .rules import Scope, parse_patterns
 from .seeds import open_seeds, read_seeds
@@ -45,11 +45,9 @@ __all__ = ["main", "parse_size"]
 
 logger = logging.getLogger("crawler")
 
-EXIT_OK, EXIT_FAILED_URLS, EXIT_CANNOT_RUN, EXIT_INTERRUPTED = 0, 1, 2, 130
 AUTHKEY_ENV = "CRAWLER_AUTHKEY"
 MIN_FREE_ENV = "CRAWLER_MIN_FREE"
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
-WORKER_EXIT_SECONDS = 10.0
 STATUS_WATCH_SECONDS = 2.0
 CRAWL_PER_HOST = 4
 """Default downloads in flight per host when following links: polite to sites we were not asked about."""

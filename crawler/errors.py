@@ -18,6 +18,10 @@ from :class:`CrawlerError`::
 from __future__ import annotations
 
 __all__ = [
+    "EXIT_CANNOT_RUN",
+    "EXIT_FAILED_URLS",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
     "AddressInUse",
     "AuthenticationFailed",
     "BrokerRefused",
@@ -27,7 +31,17 @@ __all__ = [
     "MasterUnreachable",
     "OutputError",
     "UsageError",
+    "first_line",
 ]
+
+EXIT_OK, EXIT_FAILED_URLS, EXIT_CANNOT_RUN, EXIT_INTERRUPTED = 0, 1, 2, 130
+"""The exit statuses of every command (see the README): 2 for any CrawlerError."""
+
+
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """An exception's message as one line for a log or a result, or its type when it has none."""
+    lines = str(error).strip().splitlines()
+    return lines[0][:limit] if lines else type(error).__name__
 
 
 class CrawlerError(Exception):

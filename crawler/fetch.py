@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import requests
 import urllib3
 
+from .errors import first_line
 from .links import LinkExtractor
 from .messages import Outcome, Policy, Result, Task
 from .mime import is_html, media_type
@@ -118,7 +119,7 @@ def _get(session: CrawlSession, task: Task, policy: Policy, transfer: Transfer) 
         # requests' InvalidURL and InvalidSchema are ValueErrors, and a Location
         # such as "http://[::1" raises a bare one from urllib.parse.
         where = "redirect target" if transfer.responses else "URL"
-        raise BadTarget(f"bad {where}: {_first_line(error)}") from None
+        raise BadTarget(f"bad {where}: {first_line(error)}") from None
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -427,9 +428,4 @@ def _innermost(error: BaseException) -> BaseException:
 def _describe(error: BaseException) -> str:
     """Return a one-line message naming the innermost cause of an error."""
     cause = _innermost(error)
-    return f"{type(cause).__name__}: {_first_line(cause)}"[:300]
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error)
-    return text.splitlines()[0][:300] if text.strip() else type(error).__name__
+    return f"{type(cause).__name__}: {first_line(cause)}"[:300]

@@ -23,11 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .broker.redis_conn import BrokerSpec
-from .errors import CrawlerError
+from .errors import EXIT_CANNOT_RUN, EXIT_INTERRUPTED, CrawlerError
 
 __all__ = ["LocalWorkers"]
 
-EXIT_CANNOT_RUN, EXIT_INTERRUPTED = 2, 130
 CONNECT_SECONDS = 10.0
 """How long a local worker keeps trying to reach its master (it is on this machine)."""
 STOP_SECONDS = 10.0

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,6 +10,7 @@ import pytest
 
 from tests.netns import NetnsUnavailable, Network, remove_leftovers
 from tests.redis_server import RedisServer
+from tests.redis_server import free_port as pick_free_port
 from tests.site import Site
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,9 +119,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def free_port() -> int:
     """A port free a moment ago. Only for what must know a port before anyone binds it
     (a worker started before its master); everything else binds port 0 and reads the port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return pick_free_port()
 
 
 def crawler_env(authkey: str | None = None) -> dict[str, str]:

@@ -150,6 +150,7 @@ def make_certificates(folder: Path) -> Path:
 
 
 def free_port() -> int:
+    """A port free a moment ago, for a server that cannot bind port 0 and say which it got."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

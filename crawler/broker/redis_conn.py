@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from ..errors import AuthenticationFailed, BrokerRefused, ConnectionLost, MasterError, MasterUnreachable, UsageError
+from ..errors import (
+    AuthenticationFailed,
+    BrokerRefused,
+    ConnectionLost,
+    MasterError,
+    MasterUnreachable,
+    UsageError,
+    first_line,
+)
 
 if TYPE_CHECKING:
     import redis
@@ -149,21 +157,21 @@ def broker_errors(spec: BrokerSpec, connecting: bool = False) -> Iterator[None]:
     try:
         yield
     except redis.AuthenticationError as error:  # a ConnectionError subclass: first
-        raise AuthenticationFailed(f"the broker at {spec.shown} refused the login: {_first_line(error)}") from None
+        raise AuthenticationFailed(f"the broker at {spec.shown} refused the login: {first_line(error, 200)}") from None
     except redis.exceptions.NoPermissionError as error:
         raise BrokerRefused(
-            f"the broker at {spec.shown} does not let this user run a command crawler needs: {_first_line(error)}"
+            f"the broker at {spec.shown} does not let this user run a command crawler needs: {first_line(error, 200)}"
         ) from None
     except redis.exceptions.InvalidResponse as error:
-        raise MasterError(f"the broker at {spec.shown} does not answer like Redis: {_first_line(error)}") from None
+        raise MasterError(f"the broker at {spec.shown} does not answer like Redis: {first_line(error, 200)}") from None
     except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
         if _is_tls_failure(error):  # no retry mends a certificate
             hint = "" if spec.ca_file else "; if a private CA signed it, pass --broker-ca FILE"
-            raise MasterError(f"TLS with the broker at {spec.shown} failed: {_first_line(error)}{hint}") from None
+            raise MasterError(f"TLS with the broker at {spec.shown} failed: {first_line(error, 200)}{hint}") from None
         kind = MasterUnreachable if connecting else ConnectionLost
-        raise kind(f"no broker answered at {spec.shown}: {_first_line(error)}") from None
+        raise kind(f"no broker answered at {spec.shown}: {first_line(error, 200)}") from None
     except redis.RedisError as error:
-        raise MasterError(f"the broker at {spec.shown} failed: {_first_line(error)}") from None
+        raise MasterError(f"the broker at {spec.shown} failed: {first_line(error, 200)}") from None
 
 
 def _is_tls_failure(error: BaseException) -> bool:
@@ -175,8 +183,3 @@ def _is_tls_failure(error: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:200] if text else type(error).__name__
