@@ -83,10 +83,15 @@ class _Scripts:
         self.lock = client.register_script(scripts.LOCK)
 
 
-def _connect(spec: BrokerSpec) -> tuple[redis.Redis, _Scripts]:
-    """A checked client: reachable within the connect timeout, logged in, Redis 6.2 or newer."""
+def _connect(spec: BrokerSpec, patient: bool) -> tuple[redis.Redis, _Scripts]:
+    """A checked client: logged in, Redis 6.2 or newer.
+
+    ``patient``: keep trying to reach the broker for the connect timeout (the
+    master). A worker's link tries once: the worker's own loop waits and
+    tries again (see Worker._connect), and two nested waits would double it.
+    """
     client = open_client(spec)
-    deadline = time.monotonic() + spec.connect_timeout
+    deadline = time.monotonic() + (spec.connect_timeout if patient else 0.0)
     delay = 0.05
     while True:
         try:
@@ -95,6 +100,8 @@ def _connect(spec: BrokerSpec) -> tuple[redis.Redis, _Scripts]:
         except MasterUnreachable as error:
             if time.monotonic() + delay > deadline:
                 client.close()
+                if not patient:
+                    raise
                 raise MasterUnreachable(f"{error} (for {spec.connect_timeout:g} s)") from None
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
@@ -175,7 +182,7 @@ class RedisBroker:
         }
         self._epoch_file = state_folder / STATE_FILE
         self._final_ids = recorded
-        self._client, self._scripts = _connect(spec)
+        self._client, self._scripts = _connect(spec, patient=True)
         self._lock = _MasterLock(self._client, self._scripts.lock, spec)
         self._in_play: dict[int, Task] = {}
         """Every task this master put in Redis whose result or expiry it has not taken yet."""
@@ -282,8 +289,7 @@ class RedisBroker:
         self._in_play.clear()
         self._taken = self._recorded = 0
         self._keys_lost = False
-        self._batch(lambda pipe: pipe.hset(self._key("config"), mapping=self._config))
-        self.add(tasks)
+        self.add(tasks)  # no worker takes any before the epoch is back, which _publish writes last
         self._publish(secrets.token_hex(8))
 
     def _read_epoch(self) -> str | None:
@@ -542,7 +548,7 @@ class RedisLink:
         self._p = spec.prefix
         self._worker = worker
         self._capacity = max(1, capacity)
-        self._client, self._scripts = _connect(spec)
+        self._client, self._scripts = _connect(spec, patient=False)
         try:
             with broker_errors(spec, connecting=True):
                 epoch, policy = self._client.mget(self._p + "epoch", self._p + "policy")
