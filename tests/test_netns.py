@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import LOGS, finish
 from tests.helpers import wait_for_text, wait_until
 from tests.netns import Host, Network, wait_for_port
 from tests.redis_server import redis_binary
@@ -52,7 +53,6 @@ class Cluster:
             self.redis.start(command, log=tmp / "redis.log")
             wait_for_port(self.redis, REDIS_PORT)
         self.relay: Host | None = None
-        self._logs: dict[int, Path] = {}
 
     def _make_corpus(self, files: int, size: int) -> dict[str, str]:
         folder = self.tmp / "www" / "f"
@@ -92,7 +92,7 @@ class Cluster:
         where = ["--bind", f"0.0.0.0:{MASTER_PORT}"] if self.broker == "manager" else self._broker_args()
         process = self.master.python("-m", "crawler", "master", str(seeds), "-o", str(self.out), *where, *options,
                                      log=self.tmp / log, env={"CRAWLER_AUTHKEY": AUTHKEY})  # fmt: skip
-        self._logs[process.pid] = self.tmp / log
+        LOGS[process.pid] = self.tmp / log  # for finish(), which returns the log's text
         wait_for_text(self.tmp / log, "serving on")
         return process
 
@@ -100,18 +100,8 @@ class Cluster:
         where = ["--connect", self._where("master")] if self.broker == "manager" else self._broker_args()
         process = host.python("-m", "crawler", "worker", *where, "-o", str(self.out), "-v", *options,
                               log=self.tmp / log, env={"CRAWLER_AUTHKEY": AUTHKEY})  # fmt: skip
-        self._logs[process.pid] = self.tmp / log
+        LOGS[process.pid] = self.tmp / log  # for finish(), which returns the log's text
         return process
-
-    def finish(self, process: subprocess.Popen[str], timeout: float) -> tuple[int, str]:
-        """Wait for a process started here; return its exit status and its log."""
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise AssertionError(f"{process.args!r} did not finish in {timeout} s") from None
-        return process.returncode, self._logs[process.pid].read_text()
 
     def _broker_args(self) -> list[str]:
         return ["--broker", f"redis://{self._where('redis')}/0", "--crawl", "netns"]
@@ -170,8 +160,8 @@ def test_a_crawl_across_hosts_with_delay_and_loss_on_every_link(make_cluster: Ma
         wait_for_text(cluster.tmp / f"{host.name}.log", "no master at")
     master = cluster.start_master("--lease-seconds", "10")
     for worker in workers:
-        assert cluster.finish(worker, timeout=120)[0] == 0
-    assert cluster.finish(master, timeout=60)[0] == 0, (cluster.tmp / "master.log").read_text()[-2000:]
+        assert finish(worker, timeout=120)[0] == 0
+    assert finish(master, timeout=60)[0] == 0, (cluster.tmp / "master.log").read_text()[-2000:]
     cluster.assert_every_url_once()
     # Both crossed the lossy network to the master; which one fetched what depends on lost SYNs.
     for host in (cluster.w1, cluster.w2):
@@ -189,12 +179,12 @@ def test_a_partitioned_worker_loses_its_urls_to_the_other_and_rejoins(make_clust
     wait_for_text(cluster.tmp / "master.log", "expired")
     time.sleep(6 - 2)
     cluster.w1.up()
-    assert cluster.finish(other, timeout=120)[0] == 0
-    status, log = cluster.finish(master, timeout=60)
+    assert finish(other, timeout=120)[0] == 0
+    status, log = finish(master, timeout=60)
     assert status == 0, log[-2000:]
     # w1's connection outlives a 6 s partition (keepalive and call timeouts are longer): it rejoins,
     # its late results count only for URLs not yet final, and it hears the end like the other.
-    assert cluster.finish(cut, timeout=90)[0] == 0
+    assert finish(cut, timeout=90)[0] == 0
     cluster.assert_every_url_once()
 
 
@@ -213,7 +203,7 @@ def test_the_master_vanishes_and_a_restarted_master_finishes_without_refetching(
     if broker_kind == "manager":
         # Workers notice within the keepalive bound (25 s), try again for --connect-timeout, and exit 2.
         for worker in workers:
-            status, log = cluster.finish(worker, timeout=90)
+            status, log = finish(worker, timeout=90)
             assert status == 2 and "lost the master" in log, log[-1500:]
     else:
         # The broker is elsewhere: workers go on with the URLs already in Redis, then wait for more.
@@ -227,8 +217,8 @@ def test_the_master_vanishes_and_a_restarted_master_finishes_without_refetching(
     if broker_kind == "manager":
         workers = [cluster.start_worker(cluster.w1, "-t", "4", log="w1-again.log")]
     for worker in workers:
-        assert cluster.finish(worker, timeout=90)[0] == 0
-    status, log = cluster.finish(restarted, timeout=60)
+        assert finish(worker, timeout=90)[0] == 0
+    status, log = finish(restarted, timeout=60)
     assert status == 0, log[-2000:]
     cluster.assert_every_url_once()
     hits = cluster.hits()
@@ -245,8 +235,8 @@ def test_a_lossy_slow_web_server_ends_every_url_and_leaves_nothing_half_written(
     master = cluster.start_master("--timeout", "5", "--retries", "4", "--retry-wait", "0.2", "--max-time", "30")
     workers = [cluster.start_worker(host, "-t", "4", log=f"{host.name}.log") for host in (cluster.w1, cluster.w2)]
     for worker in workers:
-        assert cluster.finish(worker, timeout=170)[0] == 0
-    status, log = cluster.finish(master, timeout=60)
+        assert finish(worker, timeout=170)[0] == 0
+    status, log = finish(master, timeout=60)
     assert status in (0, 1), log[-2000:]  # 1 only if some URL used up its retries: then it says why
     cluster.assert_every_url_once(all_ok=False)
     assert sum(line["status"] == "ok" for line in cluster.manifest()) >= 15
