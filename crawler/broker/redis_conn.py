@@ -111,7 +111,8 @@ def open_client(spec: BrokerSpec) -> redis.Redis:
     try:
         import redis
     except ImportError:
-        raise UsageError("the Redis broker needs redis-py: pip install 'crawler[redis]'") from None
+        hint = "pip install redis, or from crawler's folder: pip install '.[redis]'"
+        raise UsageError(f"the Redis broker needs redis-py: {hint}") from None
     options: dict[str, object] = {
         "socket_connect_timeout": min(5.0, spec.connect_timeout),
         "socket_timeout": SOCKET_SECONDS,
