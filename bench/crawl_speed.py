@@ -79,7 +79,7 @@ def main() -> None:
         seeds.write_text(f"http://127.0.0.1:{NGINX_PORT}/p/0.html\n")
         shutil.rmtree(OUT, ignore_errors=True)
         command = (
-            f"{sys.executable} -m crawler run {seeds} -o {OUT} -w 2 -t {args.c // 2} -q "
+            f"{sys.executable} -m crawler run {seeds} -o {OUT} -t {args.c} -q "
             f"--depth {args.depth} --ignore-robots --per-host 0"
         )
         result = measure(command, WORK / "log-crawl.txt")

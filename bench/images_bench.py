@@ -143,7 +143,7 @@ def main() -> None:
     driver.write_text(I2D_DRIVER.format(target=TARGET))
     peers = {
         "crawler": (
-            f"{sys.executable} -m crawler run {urls} -o {{out}} -w 2 -t {args.c} -q --resize {TARGET} "
+            f"{sys.executable} -m crawler run {urls} -o {{out}} -w 2 -t {2 * args.c} -q --resize {TARGET} "
             "--resize-mode keep_ratio --image-format jpg --min-free 0",
             check_crawler,
         ),

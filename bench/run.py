@@ -7,6 +7,8 @@
 Scenarios (every tool gets the same URL list and concurrency C):
   s1  nginx, 5000 image-like files (median 25 KB): CPU per URL decides
   s2  latency server, every response waits L = 50 ms, 2000 files: concurrency decides (limit C/L)
+  s2-128  the same at C = 128, L = 100 ms, 5000 files
+  s2-512  the same at C = 512, L = 250 ms, 10000 files (the far internet): CPU per URL decides again
   s3  nginx, 20 files of 50 MB: MB/s and memory
   s4  crawler's master alone, workers that answer at once (no HTTP): URLs/s and memory
   s5  crawler run of a 1-URL list: start-up time
@@ -50,13 +52,14 @@ WORK = Path("/tmp/crawler-bench")
 OUT = Path("/dev/shm/crawler-bench-out")
 NGINX_PORT, LATENCY_PORT = 18180, 18181
 PAGE = os.sysconf("SC_PAGE_SIZE")
+CORES = os.cpu_count() or 1
 PY = sys.executable
 Command = Callable[[Path, Path, int], str]
 
 
 def crawler_command(urls: Path, out: Path, c: int) -> str:
-    # Two worker processes (one per core here) of C/2 threads: C requests in flight.
-    return f"{PY} -m crawler run {urls} -o {out} -w 2 -t {max(1, c // 2)} -q"
+    # C downloads in flight; crawler chooses how many processes share them (crawler.local).
+    return f"{PY} -m crawler run {urls} -o {out} -t {c} -q"
 
 
 REDIS_SOCKET = Path("/tmp/crawler-bench-redis.sock")
@@ -108,7 +111,16 @@ REDIS: list[subprocess.Popen[bytes]] = []
 
 CONCURRENCY = {"wget": lambda c: 1, "tutorial-k2": lambda c: 2}
 # Sequential tools in S2: 2000 x 50 ms would take 100 s (wget) or 50 s (2 workers) per run.
-CAPS = {("wget", "s2"): 200, ("tutorial-k2", "s2"): 400}
+CAPS = {
+    ("wget", "s2"): 200,
+    ("tutorial-k2", "s2"): 400,
+    ("wget", "s2-128"): 200,
+    ("tutorial-k2", "s2-128"): 400,
+    ("wget", "s2-512"): 100,
+    ("tutorial-k2", "s2-512"): 200,
+}
+# The far scenarios: (L in ms, files, C); s2's L and C come from the command line.
+FAR = {"s2-128": (100.0, 5000, 128), "s2-512": (250.0, 10000, 512)}
 
 
 # ------------------------------------------------------------------ measuring one command
@@ -251,7 +263,13 @@ def peak_in_flight() -> int:
 
 
 def run_downloads(
-    name: str, urls: list[str], sums: dict[str, int], peers: list[str], c: int, runs: int, latency: bool = False
+    name: str,
+    urls: list[str],
+    sums: dict[str, int],
+    peers: list[str],
+    c: int,
+    runs: int,
+    latency: subprocess.Popen[bytes] | None = None,
 ) -> list[dict[str, object]]:
     """Each peer ``runs`` times, taking turns (run 1 of every peer, then run 2...): slow drifts of the
     machine's speed then fall on every peer alike instead of on whoever ran last."""
@@ -268,9 +286,12 @@ def run_downloads(
             if latency:
                 peak_in_flight()  # reset
             server_cpu = process_cpu(REDIS[0].pid) if peer == "crawler-redis" else 0.0
+            latency_cpu = process_cpu(latency.pid) if latency else 0.0
             result = measure(PEERS[peer](url_file, OUT, c), WORK / f"log-{name}-{peer}-{run}.txt")
             if peer == "crawler-redis":
                 result["cpu"] += process_cpu(REDIS[0].pid) - server_cpu
+            # The web server shares the cores: what it spends is what the tool cannot use.
+            result["server_cpu"] = process_cpu(latency.pid) - latency_cpu if latency else 0.0
             result["ok"] = files_ok(OUT, expected)
             result["in_flight"] = peak_in_flight() if latency else 0
             samples[peer].append(result)
@@ -295,6 +316,7 @@ def summarize(peer: str, c: int, count: int, size: int, samples: list[dict[str, 
         "rss_tree": statistics.median(s["rss_tree"] for s in samples),
         "rss_largest": statistics.median(s["rss_largest"] for s in samples),
         "in_flight": max(s["in_flight"] for s in samples),
+        "server_cpu_ms": 1000 * statistics.median(s["server_cpu"] for s in samples) / count,
     }
 
 
@@ -333,7 +355,14 @@ def run_startup(www_url: str, runs: int) -> float:
 def table(rows: list[dict[str, object]], latency_ms: float | None = None) -> list[str]:
     head = ["tool", "C", "conc", "N", "files OK", "wall s", "URLs/s", "MB/s", "CPU ms/URL", "RSS MB tree (largest)"]
     if latency_ms:
-        head += ["limit conc/L", "% of limit", "peak in flight"]
+        head += [
+            "limit conc/L",
+            "% of limit",
+            "peak in flight",
+            "server CPU ms/URL",
+            "CPU limit URLs/s",
+            "% of CPU limit",
+        ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = [
@@ -351,6 +380,13 @@ def table(rows: list[dict[str, object]], latency_ms: float | None = None) -> lis
         if latency_ms:
             limit = int(row["conc"]) / (latency_ms / 1000)  # type: ignore[call-overload]
             cells += [f"{limit:,.0f}", f"{100 * float(row['urls_s']) / limit:.0f}", row["in_flight"]]  # type: ignore[arg-type]
+            # What the cores allow at this tool's CPU per URL, the server's share taken out.
+            cpu_limit = 1000 * CORES / (float(row["cpu_ms"]) + float(row["server_cpu_ms"]))  # type: ignore[arg-type]
+            cells += [
+                f"{row['server_cpu_ms']:.2f}",
+                f"{cpu_limit:,.0f}",
+                f"{100 * float(row['urls_s']) / cpu_limit:.0f}",  # type: ignore[arg-type]
+            ]
         lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
     return lines
 
@@ -397,7 +433,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--c", type=int, default=32)
-    parser.add_argument("--scenarios", default="s1,s2,s3,s4,s5")
+    parser.add_argument("--scenarios", default="s1,s2,s2-128,s2-512,s3,s4,s5")
     parser.add_argument("--peers", default="crawler,aria2c,curl-xargs,wget,requests-threads,tutorial-k2")
     parser.add_argument("--delay-ms", type=float, default=50.0)
     parser.add_argument("--report", type=Path, default=HERE / "RESULTS.md")
@@ -410,7 +446,7 @@ def main() -> None:
         raise SystemExit(f"bench: missing {', '.join(missing)}: run bash bench/setup.sh")
     WORK.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    entries = make_corpus(WORK / "corpus", 5000, 20 if "s3" in scenarios else 0)
+    entries = make_corpus(WORK / "corpus", 10000, 20 if "s3" in scenarios else 0)
     www = WORK / "corpus" / "www"
     small = [(rel, size, digest) for rel, size, digest in entries if rel.startswith("img/")]
     large = [(rel, size, digest) for rel, size, digest in entries if rel.startswith("large/")]
@@ -426,23 +462,30 @@ def main() -> None:
         "",
     ]
     nginx = start_nginx(www) if {"s1", "s3", "s5"} & set(scenarios) else None
-    latency = start_latency(www, args.delay_ms) if "s2" in scenarios else None
+    latency = None
     if "crawler-redis" in peers:
         REDIS.append(start_redis())
     try:
         if "s1" in scenarios:
-            urls = [f"http://127.0.0.1:{NGINX_PORT}/{rel}" for rel, _size, _digest in small]
-            rows = run_downloads("s1", urls, {d: s for _r, s, d in small}, peers, args.c, args.runs)
+            urls = [f"http://127.0.0.1:{NGINX_PORT}/{rel}" for rel, _size, _digest in small[:5000]]
+            rows = run_downloads("s1", urls, {d: s for _r, s, d in small[:5000]}, peers, args.c, args.runs)
             report += ["## S1: nginx, 5000 files, no added latency", "", *table(rows), "", *ratios(rows)]
-        if "s2" in scenarios:
-            urls = [f"http://127.0.0.1:{LATENCY_PORT}/{rel}" for rel, _size, _digest in small[:2000]]
-            rows = run_downloads(
-                "s2", urls, {d: s for _r, s, d in small[:2000]}, peers, args.c, args.runs, latency=True
-            )
+        far = {"s2": (args.delay_ms, 2000, args.c), **FAR}
+        for name in [name for name in far if name in scenarios]:
+            delay_ms, count, c = far[name]
+            latency = start_latency(www, delay_ms)
+            urls = [f"http://127.0.0.1:{LATENCY_PORT}/{rel}" for rel, _size, _digest in small[:count]]
+            rows = run_downloads(name, urls, {d: s for _r, s, d in small[:count]}, peers, c, args.runs, latency)
+            latency.terminate()
+            latency.wait(10)
+            latency = None
             report += [
-                f"## S2: every response waits {args.delay_ms:g} ms, 2000 files",
+                f"## {name.upper()}: every response waits {delay_ms:g} ms, {count} files, C = {c}",
                 "",
-                *table(rows, args.delay_ms),
+                *table(rows, delay_ms),
+                "",
+                "CPU limit: the URLs/s the machine's cores allow at the tool's CPU per URL plus the",
+                "latency server's (it runs on the same cores).",
                 "",
                 *ratios(rows),
             ]

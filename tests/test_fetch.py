@@ -16,7 +16,7 @@ import responses
 from responses import matchers
 
 from crawler import __version__
-from crawler.fetch import fetch, make_session, parse_retry_after
+from crawler.fetch import fetch, make_session, parse_retry_after, prepare_get
 from crawler.messages import Policy, Result, Task
 from crawler.storage import OutputFolder
 
@@ -375,3 +375,43 @@ def test_resize_of_a_body_that_is_no_image_fails_and_leaves_nothing(tmp_path: Pa
     result = run(tmp_path, resize=100)
     assert result.outcome == "failed" and str(result.error).startswith("not a decodable image")
     assert files_in(tmp_path) == []
+
+
+def _hook(response: requests.Response, **_kwargs: object) -> requests.Response:
+    return response
+
+
+@pytest.mark.parametrize(
+    ("url", "with_cookies", "auth"),
+    [
+        ("http://example.com/a/b.png?x=1&y=%20z", False, None),
+        ("https://user:p%40ss@example.com/private.png", False, None),  # credentials in the URL
+        ("http://example.com/a.png", True, ("user", "secret")),
+        ("http://bücher.example/ünï cödé.png", False, None),  # IDNA host, a path to quote
+        ("http://example.com/path/../a b.png#frag", True, None),
+    ],
+)
+def test_prepare_get_makes_what_requests_prepare_makes(
+    url: str, with_cookies: bool, auth: tuple[str, str] | None
+) -> None:
+    headers = {"User-Agent": "crawler-test", "Accept": "image/*", "X-Extra": "1"}
+    jar = requests.cookies.RequestsCookieJar()
+    jar.set("session", "abc", domain="example.com", path="/")
+    jar.set("elsewhere", "no", domain="other.example", path="/")
+    ours = prepare_get(url, headers, jar.copy() if with_cookies else None, auth, _hook)
+    theirs = requests.Request(
+        "GET", url, headers=headers, cookies=jar.copy() if with_cookies else None, auth=auth, hooks={"response": _hook}
+    ).prepare()
+    assert (ours.method, ours.url, ours.body) == (theirs.method, theirs.url, theirs.body)
+    assert dict(ours.headers) == dict(theirs.headers)
+    assert ours.hooks["response"] == theirs.hooks["response"] == [_hook]
+    assert ("Cookie" in ours.headers) == with_cookies
+    assert ("Authorization" in ours.headers) == (auth is not None or "user:" in url)
+
+
+def test_prepare_get_refuses_what_requests_refuses() -> None:
+    for url in ("example.com/no-scheme.png", "http://", "http://[::1/a.png"):
+        with pytest.raises(ValueError):
+            requests.Request("GET", url).prepare()
+        with pytest.raises(ValueError):
+            prepare_get(url, {}, None, None, _hook)
