@@ -16,6 +16,7 @@ results it could not deliver wait for the new connection.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import logging
 import os
@@ -40,7 +41,7 @@ logger = logging.getLogger(__name__)
 # How long one get may block: also how soon a busy worker hears that the crawl is over.
 GET_TIMEOUT = 1.0
 # Results wait at most this long to be sent, so one round trip carries many at full speed.
-SEND_EVERY_SECONDS = 0.02
+SEND_EVERY_SECONDS = 0.01
 SEND_BATCH = 256
 RECONNECT_BACKOFF_MAX = 5.0
 # After the end, or Ctrl-C: how long downloads already started may take to be reported.
@@ -125,7 +126,8 @@ class _Slots:
             self._held[task.id] -= 1
             if self._held[task.id] <= 0:
                 del self._held[task.id]
-            self._changed.notify()
+            if self._used < self._threads:  # above, the tasks queued keep every thread busy: no one to wake
+                self._changed.notify()
 
     def held(self) -> list[int]:
         """The ids of the tasks held: what the heartbeat renews."""
@@ -145,7 +147,9 @@ class Worker:
         self._connector = connector
         check_output_folder(config.output)
         self._downloads: queue.Queue[Task | None] = queue.Queue()
-        self._results: queue.Queue[Result] = queue.Queue()
+        # A deque, not a Queue: a download thread adds its result without waking the sender,
+        # which looks every SEND_EVERY_SECONDS (one wake-up per batch instead of one per URL).
+        self._results: collections.deque[Result] = collections.deque()
         self._slots = _Slots(config.threads)
         self._output = OutputFolder(config.output)
         self._stopping = threading.Event()
@@ -192,7 +196,7 @@ class Worker:
         shutting down it still wants the results of the work in flight.
         """
         deadline = time.monotonic() + FINISH_SECONDS
-        while (self._slots.in_use() or not self._results.empty()) and time.monotonic() < deadline:
+        while (self._slots.in_use() or self._results) and time.monotonic() < deadline:
             time.sleep(SEND_EVERY_SECONDS)
 
     def _work(self) -> None:
@@ -281,7 +285,7 @@ class Worker:
                     return
                 try:
                     session = session or make_session(self.policy)
-                    self._results.put(self.download(session, task))
+                    self._results.append(self.download(session, task))
                 finally:
                     self._slots.give_back(task)
         finally:
@@ -331,13 +335,12 @@ class Worker:
                 time.sleep(SEND_EVERY_SECONDS)
 
     def _next_results(self) -> list[Result]:
+        if not self._results:
+            time.sleep(SEND_EVERY_SECONDS)
         batch: list[Result] = []
-        try:
-            batch.append(self._results.get(timeout=SEND_EVERY_SECONDS))
+        with contextlib.suppress(IndexError):
             while len(batch) < SEND_BATCH:
-                batch.append(self._results.get_nowait())
-        except queue.Empty:
-            pass
+                batch.append(self._results.popleft())
         return batch
 
     def _connect(self) -> WorkerLink:
