@@ -69,8 +69,9 @@ def test_a_running_crawl_seen_from_a_second_shell_prometheus_and_a_browser(tmp_p
     fast = [site.add(f"/fast/{number}.png", body=os.urandom(800)) for number in range(6)]
     out, log = tmp_path / "out", tmp_path / "run.log"
     seeds = seeds_file(tmp_path, [*slow, *fast])
-    # 2 x 4 threads for 8 URLs: no fast URL waits behind a slow one, so a moment comes when only the slow are left.
-    crawl = start_crawler("run", str(seeds), "-o", str(out), "-w", "2", "-t", "4", "--metrics", "127.0.0.1:0", log=log)
+    # 8 downloads (2 x 4) for 8 URLs: no fast URL waits behind a slow one, so a moment comes when only the slow
+    # are left.
+    crawl = start_crawler("run", str(seeds), "-o", str(out), "-w", "2", "-t", "8", "--metrics", "127.0.0.1:0", log=log)
     wait_for_text(log, "status page on http://")
     base = re.findall(r"status page on (http://\S+/)", log.read_text())[0]
 
