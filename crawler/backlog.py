@@ -87,7 +87,8 @@ class Backlog:
             return SeedChunk(0, [], True)
         chunk = list(itertools.islice(self._seeds, SEED_CHUNK))
         self.seeds_done = len(chunk) < SEED_CHUNK
-        urls = [line.url for line in chunk if line.url]
+        seeds = [(line.url, line.line_number, line.columns) for line in chunk if line.url]
+        urls = [url for url, _row, _columns in seeds]
         if self.seeds_done and not urls and not self._valid_seeds and not self._refused_seeds:
             raise UsageError(_no_valid_url(chunk))
         for url in urls:
@@ -98,7 +99,10 @@ class Backlog:
         self._valid_seeds += len(urls)
         refused = [line for line in chunk if line.error]
         self._refused_seeds += len(refused)
-        return SeedChunk(self._add(urls, 0, None), refused, self.seeds_done)
+        added = self._state.add_seeds(seeds)
+        if added:
+            self._rows_left = True
+        return SeedChunk(added, refused, self.seeds_done)
 
     def add_links(self, urls: list[str], depth: int, parent: str) -> int:
         """Record links found on ``parent`` as pending at ``depth``; return how many were new."""
@@ -122,7 +126,17 @@ class Backlog:
         self._cursor = rows[-1].id
         auth = self._credentials.for_url if self._credentials else _no_credentials
         return [
-            Task(row.id, row.url, row.attempts + 1, row.depth, parent=row.parent, auth=auth(row.url)) for row in rows
+            Task(
+                row.id,
+                row.url,
+                row.attempts + 1,
+                row.depth,
+                parent=row.parent,
+                auth=auth(row.url),
+                row=row.row,
+                columns=row.columns,
+            )
+            for row in rows
         ]
 
 

@@ -30,8 +30,8 @@ from .broker.transport import format_address, parse_address
 from .errors import EXIT_CANNOT_RUN, EXIT_INTERRUPTED, EXIT_OK, CrawlerError, UsageError
 from .messages import RESIZE_MODES, Policy, Status
 from .rules import Scope, parse_patterns
-from .seeds import open_seeds, read_seeds
 from .shaping import HostCredentials, load_cookies, load_netrc, parse_header, read_header_file
+from .tables import INPUT_FORMATS, InputSpec, input_format, open_input
 
 if TYPE_CHECKING:
     from .broker import Connector
@@ -51,6 +51,8 @@ MIN_FREE_ENV = "CRAWLER_MIN_FREE"
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 STATUS_WATCH_SECONDS = 2.0
 CRAWL_PER_HOST = 4
+STRAY_SHARD_SECONDS = 60.0
+"""``crawler manifest`` spares unaccepted shards younger than this: a running crawl may accept them yet."""
 LOCAL_CONNECT_SECONDS = 10.0
 """How long a local worker of ``run`` keeps trying to reach its master (it is on this machine)."""
 """Default downloads in flight per host when following links: polite to sites we were not asked about."""
@@ -158,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     master = commands.add_parser("master", help="serve a crawl to workers on any machine")
     worker = commands.add_parser("worker", help="work for a master")
     rebuild = commands.add_parser("manifest", help="rewrite DIR/manifest.jsonl from the crawl state")
+    rebuild.add_argument(
+        "--format",
+        choices=("jsonl", "parquet"),
+        default="jsonl",
+        help="jsonl: DIR/manifest.jsonl; parquet: DIR/manifest.parquet, typed columns (needs pyarrow)",
+    )
     status = commands.add_parser("status", help="show how a crawl is doing, while it runs or after")
     status.add_argument("--json", action="store_true", help="one JSON object (keys in the README)")
     status.add_argument("--watch", action="store_true", help="redraw every 2 s until the crawl ends")
@@ -167,7 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("-v", "--verbose", action="count", default=0, help="more detail (-vv for debug)")
     for sub in (run, master):
         sub.add_argument(
-            "seeds", nargs="?", default="seeds.txt", help="file with one URL per line, - for stdin (default: seeds.txt)"
+            "seeds",
+            nargs="?",
+            default="seeds.txt",
+            help="one URL per line, or a table (see --input-format); - for stdin (default: seeds.txt)",
         )
         sub.add_argument(
             "--timeout",
@@ -221,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="seconds a worker may hold a URL without a heartbeat (default: %(default)g)",
         )
     for sub in (run, master):
+        add_dataset_options(sub)
         add_crawl_options(sub)
         add_request_options(sub)
         add_image_options(sub)
@@ -306,6 +318,49 @@ def broker_spec(args: argparse.Namespace) -> BrokerSpec | None:
     if args.broker_ca is not None and not args.broker_ca.is_file():
         raise UsageError(f"cannot read --broker-ca {args.broker_ca}")
     return BrokerSpec(parse_broker_url(url), args.crawl, args.broker_ca, args.connect_timeout)
+
+
+def add_dataset_options(sub: argparse.ArgumentParser) -> None:
+    """Options of datasets: URL tables in (crawler.tables), WebDataset shards out (crawler.shards)."""
+    group = sub.add_argument_group("datasets")
+    group.add_argument(
+        "--input-format",
+        choices=INPUT_FORMATS,
+        help="how to read SEEDS (default: by its extension, .csv .tsv .jsonl .parquet, .gz too; else txt)",
+    )
+    group.add_argument("--url-col", default="url", help="the URL column of a table (default: url)")
+    group.add_argument(
+        "--save-cols",
+        type=_column_names,
+        default=(),
+        metavar="NAMES",
+        help="columns of a table to keep beside each file, comma-separated (e.g. caption,license)",
+    )
+    group.add_argument(
+        "--output-format",
+        choices=("files", "webdataset"),
+        default=DEFAULTS.output_format,
+        help="one file per URL, or WebDataset tar shards under DIR/shards/ (default: %(default)s)",
+    )
+    group.add_argument(
+        "--shard-size",
+        type=_positive_int,
+        default=DEFAULTS.shard_size,
+        help="samples per shard (default: %(default)s)",
+    )
+    group.add_argument(
+        "--shard-seconds",
+        type=_positive_float,
+        default=DEFAULTS.shard_seconds,
+        help="close a shard this long after its first sample, however full (default: %(default)g)",
+    )
+
+
+def _column_names(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("expected column names, comma-separated")
+    return names
 
 
 def add_image_options(sub: argparse.ArgumentParser) -> None:
@@ -455,6 +510,9 @@ def build_policy(args: argparse.Namespace) -> Policy:
         headers=tuple(args.headers),
         cookies=load_cookies(args.cookies) if args.cookies else (),
         min_free=args.min_free,
+        output_format=args.output_format,
+        shard_size=args.shard_size,
+        shard_seconds=args.shard_seconds,
         resize=args.resize,
         resize_mode=args.resize_mode,
         resize_only_down=args.resize_only_down,
@@ -494,7 +552,8 @@ def open_master(args: argparse.Namespace, bind: tuple[str, int], authkey: bytes 
     policy = build_policy(args)
     crawling = args.depth > 0
     per_host = args.per_host if args.per_host is not None else (CRAWL_PER_HOST if crawling else 0)
-    seeds = stack.enter_context(open_seeds(args.seeds))
+    input_spec = InputSpec(input_format(args.seeds, args.input_format), args.url_col, args.save_cols)
+    seeds = stack.enter_context(open_input(args.seeds, input_spec))
     output = CrawlOutput.open(args.output, policy.depth, policy.lease_seconds)
     stack.callback(output.close)
     spec: BrokerSpec | None = args.spec
@@ -513,7 +572,7 @@ def open_master(args: argparse.Namespace, bind: tuple[str, int], authkey: bytes 
     scope = Scope(span_hosts=args.span_hosts, domains=args.domains)
     config = MasterConfig(policy=policy, show_progress=not args.quiet, max_urls=args.max_urls)
     robots = RobotsGate(policy.agent) if crawling and not args.ignore_robots else None
-    backlog = Backlog(output.state, read_seeds(seeds), scope, _credentials(args))
+    backlog = Backlog(output.state, seeds, scope, _credentials(args))
     master = Master(config, output, broker, backlog, scope, robots)
     if args.metrics is not None:
         from .web import MetricsServer
@@ -599,16 +658,26 @@ def _no_logging_setup() -> None:
 
 def command_manifest(args: argparse.Namespace) -> int:
     """Rewrite the manifest from the state: one line per URL that reached a final state."""
+    from .shards import sweep_shards
     from .state import CrawlState, Manifest
 
     if not (args.output / ".crawler" / "state.db").is_file():
         raise UsageError(f"no crawl state in {args.output} (expected {args.output}/.crawler/state.db)")
     state = CrawlState(args.output)
     try:
-        path = Manifest.rebuild(args.output, state)
+        if args.format == "parquet":
+            from .export import write_parquet
+
+            path = write_parquet(args.output, state)
+        else:
+            path = Manifest.rebuild(args.output, state)
         counts = state.counts()
+        # A folder gathered from workers' hosts may hold shards the master never accepted.
+        removed = sweep_shards(args.output, state.accepted_shards(), older_than=STRAY_SHARD_SECONDS)
     finally:
         state.close()
+    if removed and not args.quiet:
+        print(f"crawler: removed {removed} shards the master did not accept", file=sys.stderr)
     if not args.quiet:
         print(
             f"crawler: wrote {path}: {counts.get(Status.OK, 0)} ok, {counts.get(Status.FAILED, 0)} failed, "

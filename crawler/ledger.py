@@ -45,12 +45,19 @@ class Ledger:
         self.failure_reasons: collections.Counter[str] = collections.Counter()
         self.depth_reached = 0
 
-    def record(self, finals: list[FinalRecord], retries: Sequence[Retry] = (), log_failures: bool = True) -> None:
-        """Write final states (manifest, then state) and the attempts of URLs that will be retried."""
+    def record(
+        self,
+        finals: list[FinalRecord],
+        retries: Sequence[Retry] = (),
+        shards: Sequence[tuple[str, int, str]] = (),
+        log_failures: bool = True,
+    ) -> None:
+        """Write final states (manifest, then state), the attempts of URLs that will be retried, and the
+        shards accepted (name, samples, worker) with their samples."""
         if not finals and not retries:
             return
         self._output.manifest.write(record.to_manifest() for record in finals)
-        self._output.state.save(finals, [(retry.task.id, retry.attempts_made) for retry in retries])
+        self._output.state.save(finals, [(retry.task.id, retry.attempts_made) for retry in retries], shards)
         for record in finals:
             self.counts.finished(record.status == Status.OK, record.bytes)
             self.depth_reached = max(self.depth_reached, record.depth)
@@ -76,7 +83,10 @@ class Ledger:
         if lines:
             # Not in the state (they have no URL to key on): a rebuilt manifest leaves them out.
             self._output.manifest.write(
-                FinalRecord.failure(line.text, line.error or "invalid URL", attempts=0).to_manifest() for line in lines
+                FinalRecord.failure(
+                    line.text, line.error or "invalid URL", attempts=0, row=line.line_number, columns=line.columns
+                ).to_manifest()
+                for line in lines
             )
         if last_chunk and self.invalid_seeds > SHOWN_BAD_SEEDS:
             logger.warning(

@@ -32,6 +32,7 @@ from .output import CrawlOutput
 from .progress import Progress
 from .robots import MAX_CRAWL_DELAY, RobotsGate
 from .rules import Scope
+from .shards import ShardGate, sweep_shards
 from .state import FinalRecord
 
 __all__ = ["Master", "MasterConfig"]
@@ -86,6 +87,7 @@ class Master:
         self.counts = self.ledger.counts
         self.progress = Progress(self.counts, enabled=config.show_progress)
         self.monitor = Monitor(output.root, self.ledger, broker, self.policy)
+        self.shards = ShardGate()
         self._watchdog: Callable[[], None] = _nothing
         self._space_checked = 0.0
         self._load_seeds()  # the first chunk now: a list without a valid URL fails before serving
@@ -116,6 +118,11 @@ class Master:
             self.monitor.tick(running=False)
         self.broker.finish()
         self._linger()
+        if self.policy.output_format == "webdataset":
+            # Nothing is in play now: a shard not accepted can no longer be, and must not be counted.
+            removed = sweep_shards(self.output.root, self.output.state.accepted_shards())
+            if removed:
+                logger.info("master: removed %d shards that were not accepted (their samples are in others)", removed)
         return 1 if self.counts.failed else 0
 
     def step(self) -> None:
@@ -138,7 +145,7 @@ class Master:
     def is_over(self) -> bool:
         """The backlog is exhausted and nothing is in play or waiting for its robots.txt."""
         held = self.robots.held_count() if self.robots is not None else 0
-        return self.backlog.exhausted and self.broker.counts().in_play == 0 and not held
+        return self.backlog.exhausted and self.broker.counts().in_play == 0 and not held and not self.shards.waiting
 
     def _load_seeds(self) -> None:
         if self.backlog.seeds_done:
@@ -164,7 +171,16 @@ class Master:
 
     def _collect(self) -> None:
         """Turn results and expired leases into final records and retries, recorded in one batch."""
-        decisions = [self._on_result(task, result) for task, result in self.broker.take_results()]
+        deliveries = self.shards.sort(self.broker.take_results())
+        decisions = [self._on_result(task, result) for task, result in deliveries]
+        accepted: list[tuple[str, int, str]] = []
+        if self.shards.waiting and self.broker.drained:
+            verdict = self.shards.decide()
+            for name, samples, worker, shard_deliveries in verdict.accepted:
+                decisions += [self._on_result(task, result) for task, result in shard_deliveries]
+                accepted.append((name, samples, worker))
+            # Same attempt again: the samples were fetched; the shard holding them was one too many.
+            decisions += [Retry(task, 0.0) for task, _result in verdict.refused]
         expired = self.broker.expire_leases()
         decisions += [self._on_expired(lease.task) for lease in expired]
         _log_expired(expired)
@@ -176,7 +192,7 @@ class Master:
                 self.broker.retry_later(retry.task, retry.delay)
             else:
                 self.broker.add([retry.task])
-        self.ledger.record(finals, retries)
+        self.ledger.record(finals, retries, accepted)
         self.broker.acknowledge()
 
     def _on_result(self, task: Task, result: Result) -> Retry | FinalRecord | None:

@@ -98,6 +98,11 @@ class Policy:
     """Do not keep files whose X-Robots-Tag says noai or noimageai."""
     x_robots_strict: bool = False
     """Also honour noindex and noimageindex."""
+    output_format: str = "files"
+    """files: one file per URL; webdataset: tar shards of samples (see crawler.shards)."""
+    shard_size: int = 10_000
+    """Samples per shard; a shard also closes after shard_seconds, or when its worker runs out of work."""
+    shard_seconds: float = 60.0
 
     @property
     def reencodes(self) -> bool:
@@ -163,6 +168,15 @@ class Task(NamedTuple):
     """The page the URL was found on, for its manifest line (workers ignore it)."""
     auth: tuple[str, str] | None = None
     """Basic-auth (user, password) for the URL's host, from netrc or a seed URL; never recorded."""
+    row: int | None = None
+    """The seed's line or row (see crawler.tables); None for a link found in a page."""
+    columns: str | None = None
+    """The columns kept from the seed's row, a JSON object, for the sample's JSON."""
+
+    @property
+    def key(self) -> str:
+        """The sample's key in a WebDataset shard: the row, zero-padded, so one input always gives one key."""
+        return f"{self.row:09d}" if self.row is not None else f"id{self.id:09d}"
 
 
 class Result(NamedTuple):
@@ -197,3 +211,7 @@ class Result(NamedTuple):
     original_width: int | None = None
     original_height: int | None = None
     """Before --resize."""
+    shard: str | None = None
+    """The WebDataset shard (``shards/NAME.tar``) that holds the sample, once renamed into place."""
+    shard_samples: int = 0
+    """How many samples that shard holds: the master accepts a shard only with all of them."""

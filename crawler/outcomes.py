@@ -57,12 +57,26 @@ def judge_expired(task: Task, policy: Policy) -> Retry | FinalRecord:
         # No backoff: the server did nothing wrong, a worker did; another can start at once.
         return Retry(task._replace(attempt=task.attempt + 1), 0.0)
     error = f"no result after {task.attempt} attempts: the worker died or stalled each time"
-    return FinalRecord.failure(task.url, error, task.attempt, row_id=task.id, depth=task.depth, parent=task.parent)
+    return failure(task, error, task.attempt)
 
 
 def refused(task: Task, reason: str) -> FinalRecord:
     """The record of a URL never fetched (robots.txt said no): no attempt made by this run."""
-    return FinalRecord.failure(task.url, reason, task.attempt - 1, row_id=task.id, depth=task.depth, parent=task.parent)
+    return failure(task, reason, task.attempt - 1)
+
+
+def failure(task: Task, error: str, attempts: int) -> FinalRecord:
+    """The record of ``task``'s URL failed without a response worth keeping."""
+    return FinalRecord.failure(
+        task.url,
+        error,
+        attempts,
+        row_id=task.id,
+        depth=task.depth,
+        parent=task.parent,
+        row=task.row,
+        columns=task.columns,
+    )
 
 
 def final_record(task: Task, result: Result, policy: Policy) -> FinalRecord:
@@ -92,6 +106,8 @@ def final_record(task: Task, result: Result, policy: Policy) -> FinalRecord:
         original_height=result.original_height,
         # A page whose links are queued now; a later, deeper run reads the others again.
         links_followed=ok and task.depth < policy.depth and is_html(result.content_type),
+        row=task.row,
+        columns=task.columns,
     )
 
 

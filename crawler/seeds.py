@@ -12,13 +12,13 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Iterator
-from typing import NamedTuple, TextIO
+from typing import IO, NamedTuple, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 from .errors import UsageError
 from .shaping import credentials_in, mask_credentials
 
-__all__ = ["SeedLine", "normalize_url", "open_seeds", "read_seeds"]
+__all__ = ["SeedLine", "bounded_lines", "normalize_url", "open_seeds", "parse_seed", "read_seeds"]
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_LINE = 64 * 1024
@@ -32,7 +32,8 @@ class SeedLine(NamedTuple):
     """One meaningful line: ``url`` is set when valid, ``error`` otherwise.
 
     ``text`` is the line as written, with any password masked; ``auth`` the
-    credentials the URL carried, which ``url`` no longer does.
+    credentials the URL carried, which ``url`` no longer does. For a table
+    (see crawler.tables), ``line_number`` is the row's number.
     """
 
     line_number: int
@@ -40,6 +41,8 @@ class SeedLine(NamedTuple):
     url: str | None
     error: str | None
     auth: tuple[str, str] | None = None
+    columns: str | None = None
+    """The columns kept from a table's row (``--save-cols``), as a JSON object."""
 
 
 _SPACE_OR_CONTROL = re.compile("[\x00-\x20\x7f]")
@@ -85,13 +88,13 @@ def _ascii_host(host: str) -> str:
         raise ValueError(f"invalid host name: {reason.strip('()')}") from None
 
 
-def read_seeds(lines: TextIO) -> Iterator[SeedLine]:
+def read_seeds(lines: IO[str]) -> Iterator[SeedLine]:
     """Yield every non-blank, non-comment line of a seed list.
 
     A byte order mark before the first line is dropped (editors on Windows
     write one), and a line longer than ``MAX_LINE`` is refused whole.
     """
-    for line_number, (line, whole) in enumerate(_bounded_lines(lines), start=1):
+    for line_number, (line, whole) in enumerate(bounded_lines(lines), start=1):
         text = line.removeprefix(BOM).strip() if line_number == 1 else line.strip()
         if not whole:
             shown = mask_credentials(text[:SHOWN_TEXT])
@@ -99,18 +102,21 @@ def read_seeds(lines: TextIO) -> Iterator[SeedLine]:
             continue
         if not text or text.startswith("#"):
             continue
-        try:
-            url = normalize_url(text)
-        except ValueError as error:
-            yield SeedLine(line_number, mask_credentials(text), None, f"invalid URL: {error}")
-            continue
-        if "@" not in text:  # no credentials to mask or take out: the common case, kept cheap
-            yield SeedLine(line_number, text, url, None)
-            continue
-        yield SeedLine(line_number, mask_credentials(text), url, None, credentials_in(text))
+        yield parse_seed(line_number, text)
 
 
-def _bounded_lines(stream: TextIO) -> Iterator[tuple[str, bool]]:
+def parse_seed(number: int, text: str) -> SeedLine:
+    """The seed line of one URL as written: normalised, or refused with the reason."""
+    try:
+        url = normalize_url(text)
+    except ValueError as error:
+        return SeedLine(number, mask_credentials(text), None, f"invalid URL: {error}")
+    if "@" not in text:  # no credentials to mask or take out: the common case, kept cheap
+        return SeedLine(number, text, url, None)
+    return SeedLine(number, mask_credentials(text), url, None, credentials_in(text))
+
+
+def bounded_lines(stream: IO[str]) -> Iterator[tuple[str, bool]]:
     """Yield (line, whole) pairs, reading at most ``MAX_LINE`` characters of a line.
 
     The rest of an over-long line is read in pieces and dropped, so memory

@@ -82,10 +82,23 @@ class FinalRecord:
         default=False, metadata=_column("INTEGER NOT NULL DEFAULT 0", manifest=False)
     )
     """True for a page whose links were queued; a deeper crawl later reads the others again."""
+    row: int | None = dataclasses.field(default=None, metadata=_column("INTEGER", inserted=True))
+    """The seed's line in a text list, or its row in a table: its sample's key."""
+    columns: str | None = dataclasses.field(default=None, metadata=_column("TEXT", inserted=True))
+    """The columns kept from the seed's row (--save-cols), a JSON object; an object in the manifest."""
 
     @classmethod
     def failure(
-        cls, url: str, error: str, attempts: int, *, row_id: int = 0, depth: int = 0, parent: str | None = None
+        cls,
+        url: str,
+        error: str,
+        attempts: int,
+        *,
+        row_id: int = 0,
+        depth: int = 0,
+        parent: str | None = None,
+        row: int | None = None,
+        columns: str | None = None,
     ) -> FinalRecord:
         """Return the record of a URL that failed without a response worth keeping."""
         return cls(
@@ -97,6 +110,8 @@ class FinalRecord:
             depth=depth,
             parent=parent,
             kept=False,
+            row=row,
+            columns=columns,
         )
 
     @classmethod
@@ -109,7 +124,10 @@ class FinalRecord:
         return cls(**values)
 
     def to_manifest(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in MANIFEST_KEYS}
+        line = {key: getattr(self, key) for key in MANIFEST_KEYS}
+        if self.columns is not None:
+            line["columns"] = json.loads(self.columns)
+        return line
 
 
 _FIELDS = [field for field in dataclasses.fields(FinalRecord) if field.name != "id"]
@@ -120,6 +138,8 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS urls (id INTEGER PRIMARY KEY, "
     + ", ".join(f"{field.name} {field.metadata['sql']}" for field in _FIELDS)
     + ");\nCREATE INDEX IF NOT EXISTS urls_status ON urls(status, id);"
+    # The WebDataset shards the master accepted (see crawler.shards): only these hold samples.
+    + "\nCREATE TABLE IF NOT EXISTS shards (name TEXT PRIMARY KEY, samples INTEGER NOT NULL, worker TEXT);"
 )
 SAVE_SQL = f"UPDATE urls SET {', '.join(f'{name}=?' for name in SAVED_COLUMNS)} WHERE id=?"
 _saved_values = operator.attrgetter(*SAVED_COLUMNS, "id")
@@ -131,6 +151,8 @@ class PendingRow(NamedTuple):
     attempts: int
     depth: int
     parent: str | None
+    row: int | None
+    columns: str | None
 
 
 class Reopened(NamedTuple):
@@ -184,6 +206,14 @@ class CrawlState:
             )
             return self._db.total_changes - before
 
+    def add_seeds(self, seeds: Iterable[tuple[str, int, str | None]]) -> int:
+        """Insert seeds (url, row, kept columns) not seen before as pending; return how many were new."""
+        with self._transaction():
+            before = self._db.total_changes
+            # A URL on two rows is fetched once, under its first row.
+            self._db.executemany("INSERT OR IGNORE INTO urls(url, row, columns) VALUES (?, ?, ?)", seeds)
+            return self._db.total_changes - before
+
     def reopen_for_resume(self, root: Path, depth: int) -> Reopened:
         """Make pending again: failed URLs, ok URLs whose file is gone, and the HTML
         pages above ``depth`` whose links an earlier, shallower crawl did not follow."""
@@ -194,7 +224,7 @@ class CrawlState:
             missing = [
                 (Status.PENDING, row_id)
                 for row_id, path in self._db.execute("SELECT id, path FROM urls WHERE status=? AND kept", (Status.OK,))
-                if not path or not (root / path).is_file()
+                if not path or not (root / path.partition("#")[0]).is_file()  # a sample: its shard
             ]
             self._db.executemany("UPDATE urls SET status=?, attempts=0 WHERE id=?", missing)
             pages = [
@@ -211,18 +241,30 @@ class CrawlState:
     def pending_after(self, last_id: int, limit: int) -> list[PendingRow]:
         """Return up to ``limit`` pending URLs with ids above ``last_id``, in id order."""
         rows = self._db.execute(
-            "SELECT id, url, attempts, depth, parent FROM urls WHERE status=? AND id>? ORDER BY id LIMIT ?",
+            "SELECT id, url, attempts, depth, parent, row, columns FROM urls "
+            "WHERE status=? AND id>? ORDER BY id LIMIT ?",
             (Status.PENDING, last_id, limit),
         )
         return [PendingRow(*row) for row in rows]
 
-    def save(self, finals: Iterable[FinalRecord], attempts: Iterable[tuple[int, int]] = ()) -> None:
-        """Store final states and the attempt counts of URLs that will be retried."""
+    def save(
+        self,
+        finals: Iterable[FinalRecord],
+        attempts: Iterable[tuple[int, int]] = (),
+        shards: Iterable[tuple[str, int, str]] = (),
+    ) -> None:
+        """Store final states, the attempt counts of URLs that will be retried, and accepted shards
+        (name, samples, worker): in one transaction, so a shard is accepted with its samples or not at all."""
         with self._transaction():
             self._db.executemany(SAVE_SQL, map(_saved_values, finals))
             self._db.executemany(
                 "UPDATE urls SET attempts=? WHERE id=?", ((count, row_id) for row_id, count in attempts)
             )
+            self._db.executemany("INSERT OR REPLACE INTO shards(name, samples, worker) VALUES (?, ?, ?)", shards)
+
+    def accepted_shards(self) -> set[str]:
+        """The names (``shards/NAME.tar``) of the shards the master accepted."""
+        return {name for (name,) in self._db.execute("SELECT name FROM shards")}
 
     def final_ids(self, ids: list[int]) -> set[int]:
         """Those of ``ids`` that have a final state."""

@@ -223,13 +223,14 @@ def remove_temp_files(root: Path, older_than: float) -> int:
     for folder, _subfolders, files in os.walk(root):
         for name in files:
             path = Path(folder, name)
-            if name.startswith(".") and name.endswith(TEMP_SUFFIX) and _mtime(path) < deadline:
+            if name.startswith(".") and name.endswith(TEMP_SUFFIX) and modified_at(path) < deadline:
                 path.unlink(missing_ok=True)
                 removed += 1
     return removed
 
 
-def _mtime(path: Path) -> float:
+def modified_at(path: Path) -> float:
+    """A file's mtime; infinity when it is gone (never old enough to remove)."""
     try:
         return path.stat().st_mtime
     except OSError:

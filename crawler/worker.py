@@ -21,6 +21,7 @@ import dataclasses
 import logging
 import os
 import queue
+import shutil
 import socket
 import threading
 import time
@@ -31,6 +32,7 @@ from .broker import Connector, WorkerLink
 from .errors import ConnectionLost, MasterUnreachable, OutputError
 from .fetch import fetch, make_session
 from .messages import Outcome, Policy, Result, Task
+from .shards import ShardBook, clear_stale_staging, is_sample, staging_folder
 from .storage import OutputFolder, check_output_folder, free_bytes
 from .transfer import Watchdog
 
@@ -49,6 +51,8 @@ FINISH_SECONDS = 3.0
 # Short of space: how often to look again, and how long to wait before giving up (exit 2).
 SPACE_POLL_SECONDS = 1.0
 SPACE_WAIT_SECONDS = 600.0
+# The master had nothing for this long and no download runs: close the shard (the crawl may be ending).
+SHARD_IDLE_SECONDS = 0.5
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -152,6 +156,11 @@ class Worker:
         self._results: collections.deque[Result] = collections.deque()
         self._slots = _Slots(config.threads)
         self._output = OutputFolder(config.output)
+        # --output-format webdataset: files are saved in a staging folder, then put into shards.
+        self._shards: ShardBook | None = None
+        self._shard_batches: collections.deque[list[Result]] = collections.deque()
+        """Results of closed shards, each sent whole, in one delivery."""
+        self._idle_since: float | None = None
         self._stopping = threading.Event()
         self._link: WorkerLink | None = None
         self._watchdog: Watchdog | None = None
@@ -164,6 +173,12 @@ class Worker:
             self.policy = link.policy()
         except ConnectionLost as error:
             raise MasterUnreachable(str(error)) from None
+        staging = None
+        if self.policy.output_format == "webdataset":
+            clear_stale_staging(self.config.output)
+            staging = staging_folder(self.config.output, self.config.name)
+            self._output = OutputFolder(staging)
+            self._shards = ShardBook(self.config.output, self.policy)
         logger.info(
             "worker %s: connected to %s with %d threads", self.config.name, self._connector.where, self.config.threads
         )
@@ -187,6 +202,8 @@ class Worker:
                 self._downloads.put(None)  # idle download threads end now; busy ones after their URL
             self._watchdog.close()
             threads[-1].join(FINISH_SECONDS)
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
         return 0
 
     def _finish_in_hand(self) -> None:
@@ -196,8 +213,15 @@ class Worker:
         shutting down it still wants the results of the work in flight.
         """
         deadline = time.monotonic() + FINISH_SECONDS
-        while (self._slots.in_use() or self._results) and time.monotonic() < deadline:
+        while self._slots.in_use() and time.monotonic() < deadline:
             time.sleep(SEND_EVERY_SECONDS)
+        if self._shards is not None:
+            self._queue_shard(self._shards.close())
+        while self._in_hand() and time.monotonic() < deadline:
+            time.sleep(SEND_EVERY_SECONDS)
+
+    def _in_hand(self) -> bool:
+        return bool(self._slots.in_use() or self._results or self._shard_batches)
 
     def _work(self) -> None:
         while True:
@@ -223,7 +247,10 @@ class Worker:
             try:
                 batch = task.get(True, GET_TIMEOUT, idle, extra)
             except queue.Empty:
+                if self._idle_since is None and not self._slots.in_use():
+                    self._idle_since = time.monotonic()
                 continue
+            self._idle_since = None
             self._slots.take(batch)
             for item in batch:
                 self._downloads.put(item)
@@ -285,12 +312,29 @@ class Worker:
                     return
                 try:
                     session = session or make_session(self.policy)
-                    self._results.append(self.download(session, task))
+                    self._keep(task, self.download(session, task))
                 finally:
                     self._slots.give_back(task)
         finally:
             if session is not None:
                 session.close()
+
+    def _keep(self, task: Task, result: Result) -> None:
+        """Queue a result to send; a sample goes into the open shard instead, until the shard closes."""
+        if self._shards is None or not is_sample(result):
+            self._results.append(result)
+            return
+        assert result.path is not None
+        self._queue_shard(self._shards.add(task, result, self._output.root / result.path))
+
+    def _queue_shard(self, results: list[Result] | None) -> None:
+        if results:
+            self._shard_batches.append(results)
+
+    def _idle(self) -> bool:
+        """No download running and the master had nothing to give for a while: time to close the shard."""
+        since = self._idle_since
+        return since is not None and time.monotonic() - since >= SHARD_IDLE_SECONDS and not self._slots.in_use()
 
     def download(self, session: Any, task: Task) -> Result:
         """Fetch one task; whatever happens, return its result.
@@ -309,8 +353,10 @@ class Worker:
         """Deliver results in batches and renew leases; survive reconnects."""
         pending: list[Result] = []
         last_renewal = time.monotonic()
-        while not self._stopping.is_set() or pending:
+        while not self._stopping.is_set() or pending or self._shard_batches:
             pending.extend(self._next_results())
+            if self._shards is not None:
+                self._queue_shard(self._shards.close_if_due(self._idle()))
             link = self._link
             if link is None:
                 if self._stopping.is_set():
@@ -321,8 +367,11 @@ class Worker:
                 if pending:
                     link.put(pending)
                     pending = []
+                while self._shard_batches:
+                    link.put(self._shard_batches[0])  # a shard's results travel whole (see crawler.shards)
+                    self._shard_batches.popleft()
                 if time.monotonic() - last_renewal > self.policy.lease_seconds / 3:
-                    link.renew(self._slots.held())
+                    link.renew(self._held())
                     last_renewal = time.monotonic()
             except ConnectionLost:
                 if self._stopping.is_set():
@@ -333,6 +382,14 @@ class Worker:
                     "worker %s: could not deliver %d results; trying again", self.config.name, len(pending)
                 )
                 time.sleep(SEND_EVERY_SECONDS)
+
+    def _held(self) -> list[int]:
+        """The tasks whose leases the heartbeat renews: in the download threads, and waiting in shards."""
+        held = self._slots.held()
+        if self._shards is not None:
+            held += self._shards.held_ids()
+            held += [result.id for batch in list(self._shard_batches) for result in batch]
+        return held
 
     def _next_results(self) -> list[Result]:
         if not self._results:
@@ -362,6 +419,8 @@ class Worker:
 
     def _give_back(self) -> None:
         """On Ctrl-C, hand this worker's leases back so others take them now."""
+        if self._shards is not None:
+            self._shards.abandon()  # its samples' leases go back with the others
         link = self._link
         if link is None:
             return

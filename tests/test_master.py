@@ -18,7 +18,7 @@ from crawler.broker.manager import ManagerBroker
 from crawler.errors import UsageError
 from crawler.ledger import SHOWN_BAD_SEEDS
 from crawler.master import Master, MasterConfig, _stop_requests
-from crawler.messages import Outcome, Policy, Result
+from crawler.messages import Outcome, Policy, Result, Task
 from crawler.output import CrawlOutput
 from crawler.rules import Scope
 from crawler.seeds import read_seeds
@@ -155,3 +155,37 @@ def test_a_first_stop_signal_is_a_request_and_a_second_quits_now() -> None:
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)  # the handler raises long before this ends
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back as it was
+
+
+def test_a_shard_is_accepted_whole_and_one_missing_a_sample_is_refused_and_refetched(tmp_path: Path) -> None:
+    seeds = "".join(f"http://example.com/{number}.png\n" for number in range(4))
+    clock = Clock()
+    with make_master(tmp_path, seeds, clock, output_format="webdataset", lease_seconds=5) as (master, broker):
+        master.step()
+        tasks = broker.take("a", 4, 0)
+        assert len(tasks) == 4
+
+        def sample(task: Task, shard: str, count: int, worker: str) -> Result:
+            return Result(
+                task.id, task.url, Outcome.OK, path=f"{shard}#{task.key}", bytes=1, shard=shard,
+                shard_samples=count, worker=worker,
+            )  # fmt: skip
+
+        # Worker a's shard of 0 and 1 comes whole: accepted, with its samples, in one record.
+        broker.deliver("a", [sample(task, "shards/a.tar", 2, "a") for task in tasks[:2]])
+        master.step()
+        assert master.counts.ok == 2 and master.output.state.accepted_shards() == {"shards/a.tar"}
+        # Worker b's shard of 1, 2 and 3: 1 is already final, so the broker drops it and b's shard
+        # is one short. Refused whole: 2 and 3 are handed out again, at the same attempt.
+        broker.deliver("b", [sample(task, "shards/b.tar", 3, "b") for task in tasks[1:]])
+        master.step()
+        assert master.counts.ok == 2 and master.output.state.accepted_shards() == {"shards/a.tar"}
+        again = broker.take("c", 4, 0)
+        assert sorted(task.id for task in again) == [tasks[2].id, tasks[3].id]
+        assert {task.attempt for task in again} == {1}
+        broker.deliver("c", [sample(task, "shards/c.tar", 2, "c") for task in again])
+        master.step()
+        assert master.is_over() and master.counts.ok == 4
+        assert master.output.state.accepted_shards() == {"shards/a.tar", "shards/c.tar"}
+    paths = {str(line["url"]): str(line["path"]) for line in manifest_lines(tmp_path)}
+    assert {path.partition("#")[0] for path in paths.values()} == {"shards/a.tar", "shards/c.tar"}

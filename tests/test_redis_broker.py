@@ -108,7 +108,7 @@ def test_tasks_travel_as_json_are_leased_delivered_and_acknowledged(brokers: Bro
     assert turn(master) == ([], [])  # a turn of the master's loop, which counts the window too
     assert master.counts() == (1, 3, 2, False)
     stored = brokers.client().hgetall("crawler:{t}:tasks")
-    assert json.loads(stored[b"3"]) == [3, "http://a.example/3.png", 1, 0, False, None, None]  # data, not a pickle
+    assert json.loads(stored[b"3"]) == [3, "http://a.example/3.png", 1, 0, False, None, None, None, None]  # data
     assert link.renew([1, 2, 3]) == 2  # 3 is not leased to it
     link.put([ok(taken[0])])
     master.wait_for_results(1.0)

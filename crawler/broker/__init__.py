@@ -99,7 +99,15 @@ class Broker(Protocol):
         """Block until a result arrives or ``timeout`` seconds pass."""
 
     def take_results(self) -> list[Delivery]:
-        """Return the results delivered since the last call, each with its task."""
+        """Return the results delivered since the last call, each with its task.
+
+        The results of one ``put`` may come over several calls, in order;
+        :attr:`drained` tells when every result delivered so far was taken.
+        """
+
+    @property
+    def drained(self) -> bool:
+        """The last :meth:`take_results` left nothing delivered behind (a whole shard's results are in)."""
 
     def acknowledge(self) -> None:
         """The results last taken are recorded: a broker that outlives the master may forget them now."""

@@ -189,6 +189,9 @@ class Frontier:
             if not self._inbox:
                 self._changed.wait(timeout)
 
+    # Every call takes the whole inbox.
+    drained = True
+
     def take_results(self) -> list[Delivery]:
         """Return the results delivered since the last call, each with the task it answers."""
         with self._changed:

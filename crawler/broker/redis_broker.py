@@ -396,6 +396,11 @@ class RedisBroker:
             result = Result(task_id, task.url, Outcome.FAILED, error=f"malformed result in the broker: {error}")
         return Delivery(task, result)
 
+    @property
+    def drained(self) -> bool:
+        # A turn takes at most INBOX_BATCH entries; fewer means the inbox was emptied.
+        return self._last_turn < INBOX_BATCH
+
     def acknowledge(self) -> None:
         """Note the entries taken as recorded; they leave Redis with the next take (or at the end).
 

@@ -33,7 +33,8 @@ _STRING = json.encoder.encode_basestring_ascii
 
 # The type each field must have once decoded; None stands for "or null".
 _TASK_TYPES: tuple[tuple[type, ...], ...] = (
-    (int,), (str,), (int,), (int,), (bool,), (str, type(None)), (list, type(None)),
+    (int,), (str,), (int,), (int,), (bool,), (str, type(None)), (list, type(None)), (int, type(None)),
+    (str, type(None)),
 )  # fmt: skip
 _RESULT_TYPES: dict[str, tuple[type, ...]] = {
     "id": (int,),
@@ -59,6 +60,8 @@ _RESULT_TYPES: dict[str, tuple[type, ...]] = {
     "image_format": (str, type(None)),
     "original_width": (int, type(None)),
     "original_height": (int, type(None)),
+    "shard": (str, type(None)),
+    "shard_samples": (int,),
 }
 assert tuple(_RESULT_TYPES) == Result._fields, "the wire types must follow Result's fields"
 _RESULT_SIGNATURE = tuple(_RESULT_TYPES.values())
@@ -73,11 +76,12 @@ class MalformedEntry(ValueError):
 def encode_task(task: Task) -> str:
     # By hand, as json.dumps would write it: a window refill encodes thousands at a time,
     # and this is a third of the cost of going through the encoder.
-    task_id, url, attempt, depth, robots, parent, auth = task
+    task_id, url, attempt, depth, robots, parent, auth, row, columns = task
     return (
         f"[{int(task_id)},{_STRING(url)},{int(attempt)},{int(depth)},{'true' if robots else 'false'},"
         f"{'null' if parent is None else _STRING(parent)},"
-        f"{'null' if auth is None else '[' + _STRING(auth[0]) + ',' + _STRING(auth[1]) + ']'}]"
+        f"{'null' if auth is None else '[' + _STRING(auth[0]) + ',' + _STRING(auth[1]) + ']'},"
+        f"{'null' if row is None else int(row)},{'null' if columns is None else _STRING(columns)}]"
     )
 
 
