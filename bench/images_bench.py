@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Resizing images on the way in: crawler --resize against img2dataset, same list, same settings.
 
-    python bench/images_bench.py [--images 400] [--runs 3] [--c 8]
+    python bench/images_bench.py [--images 400] [--runs 3] [--c 8] [--output-format webdataset]
 
 A deterministic corpus of real images (JPEG, PNG, WebP; 300 to 4000 px on the
 long side; some with an EXIF rotation; a few cut short) is made once under
@@ -11,17 +11,24 @@ JPEG and writes files, with 2 processes of C threads. Reported: images/s,
 CPU-ms per image (the tool's whole process tree), peak RSS; and checks: every
 output decodes, at the size keep_ratio gives. img2dataset runs from the venv
 that ../shared/bench/setup.sh makes (/tmp/venv-i2d).
+
+With ``--output-format webdataset`` the list is a CSV with a caption per URL,
+and both tools write WebDataset tar shards (crawler ``--save-cols caption
+--output-format webdataset``, img2dataset ``input_format="csv"
+output_format="webdataset"``); the check reads every sample back from the tars.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import random
 import shutil
 import statistics
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -93,6 +100,30 @@ def check_crawler(out: Path, sizes: dict[str, tuple[int, int] | None], base: str
     return good, found
 
 
+def check_shards(out: Path, sizes: dict[str, tuple[int, int] | None], base: str) -> tuple[int, int]:
+    """(samples whose JPEG decodes at the keep_ratio size, samples found) in every tar under ``out``."""
+    good = found = 0
+    for shard in out.rglob("*.tar"):
+        with tarfile.open(shard) as tar:
+            files: dict[str, dict[str, bytes]] = {}
+            for member in tar.getmembers():
+                key, _, extension = member.name.partition(".")
+                body = tar.extractfile(member)
+                if body is not None:
+                    files.setdefault(key, {})[extension] = body.read()
+        for sample in files.values():
+            if "jpg" not in sample or "json" not in sample:
+                continue
+            found += 1
+            meta = json.loads(sample["json"])
+            original = sizes[meta["url"].removeprefix(base)]
+            with Image.open(io.BytesIO(sample["jpg"])) as image:
+                image.load()
+                if original and all(abs(a - b) <= 1 for a, b in zip(image.size, expected_size(*original), strict=True)):
+                    good += 1
+    return good, found
+
+
 def check_img2dataset(out: Path, sizes: dict[str, tuple[int, int] | None], base: str) -> tuple[int, int]:
     good = found = 0
     for meta in out.rglob("*.json"):
@@ -117,9 +148,12 @@ import math, os, sys
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 from img2dataset import download
 if __name__ == "__main__":  # img2dataset spawns processes that import this file again
-  urls, out, c = sys.argv[1], sys.argv[2], int(sys.argv[3])
+  urls, out, c, fmt = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
   n = sum(1 for line in open(urls) if line.strip())
-  download(url_list=urls, output_folder=out, input_format="txt", output_format="files",
+  table = dict(input_format="txt")
+  if fmt == "webdataset":
+    table = dict(input_format="csv", url_col="url", caption_col="caption")
+  download(url_list=urls, output_folder=out, output_format=fmt, **table,
          processes_count=2, thread_count=c, image_size={target}, resize_mode="keep_ratio",
          encode_format="jpg", encode_quality=95, number_sample_per_shard=max(1, math.ceil(n / 2)),
          timeout=30, retries=0, enable_wandb=False)
@@ -131,23 +165,36 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=400)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--c", type=int, default=8, help="threads per process (2 processes)")
-    parser.add_argument("--report", type=Path, default=Path(__file__).parent / "RESULTS-images.md")
+    parser.add_argument("--output-format", choices=("files", "webdataset"), default="files")
+    parser.add_argument("--report", type=Path)
     args = parser.parse_args()
+    shards = args.output_format == "webdataset"
+    report = args.report or Path(__file__).parent / ("RESULTS-datasets.md" if shards else "RESULTS-images.md")
     started = time.monotonic()
     sizes = make_corpus(args.images)
     print(f"corpus: {len(sizes)} images in {time.monotonic() - started:.0f} s", flush=True)
     base = f"http://127.0.0.1:{NGINX_PORT}/"
-    urls = WORK / "images-urls.txt"
-    urls.write_text("".join(base + path + "\n" for path in sizes))
+    if shards:
+        urls = WORK / "images-urls.csv"
+        urls.write_text("url,caption\n" + "".join(f"{base}{path},image {path}\n" for path in sizes))
+        # As img2dataset's number_sample_per_shard below: half the list, one shard per process.
+        dataset = f"--save-cols caption --output-format webdataset --shard-size {math.ceil(len(sizes) / 2)} "
+    else:
+        urls = WORK / "images-urls.txt"
+        urls.write_text("".join(base + path + "\n" for path in sizes))
+        dataset = ""
     driver = WORK / "i2d_resize.py"
     driver.write_text(I2D_DRIVER.format(target=TARGET))
     peers = {
         "crawler": (
             f"{sys.executable} -m crawler run {urls} -o {{out}} -w 2 -t {2 * args.c} -q --resize {TARGET} "
-            "--resize-mode keep_ratio --image-format jpg --min-free 0",
-            check_crawler,
+            f"--resize-mode keep_ratio --image-format jpg --min-free 0 {dataset}",
+            check_shards if shards else check_crawler,
         ),
-        "img2dataset": (f"{I2D_PYTHON} {driver} {urls} {{out}} {args.c}", check_img2dataset),
+        "img2dataset": (
+            f"{I2D_PYTHON} {driver} {urls} {{out}} {args.c} {args.output_format}",
+            check_shards if shards else check_img2dataset,
+        ),
     }
     server = start_nginx(CORPUS / "www")
     rows = []
@@ -172,11 +219,11 @@ def main() -> None:
         server.wait()
     decodable = sum(1 for size in sizes.values() if size)
     lines = [
-        "# Images: crawler --resize against img2dataset",
+        "# Images: crawler --resize against img2dataset" + (", WebDataset shards out" if shards else ""),
         "",
         f"{len(sizes)} images ({decodable} decodable), {TARGET} px keep_ratio, JPEG out, 2 processes x {args.c} "
         f"threads, nginx on loopback; medians of {args.runs} runs. `python bench/images_bench.py --images "
-        f"{args.images} --runs {args.runs} --c {args.c}`.",
+        f"{args.images} --runs {args.runs} --c {args.c} --output-format {args.output_format}`.",
         "",
         "| tool | outputs (right size / saved) | wall s | images/s | CPU-ms per image | largest process RSS MB |",
         "|---|---|---|---|---|---|",
@@ -185,7 +232,7 @@ def main() -> None:
         lines.append(f"| {name} | {good} / {found} | {wall:.2f} | {rate:.1f} | {cpu_ms:.0f} | {rss:.0f} |")
     if len(rows) == 2 and rows[1][3]:
         lines += ["", f"crawler / img2dataset, images/s: {rows[0][3] / rows[1][3]:.2f}x"]
-    args.report.write_text("\n".join(lines) + "\n")
+    report.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

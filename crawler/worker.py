@@ -51,8 +51,8 @@ FINISH_SECONDS = 3.0
 # Short of space: how often to look again, and how long to wait before giving up (exit 2).
 SPACE_POLL_SECONDS = 1.0
 SPACE_WAIT_SECONDS = 600.0
-# The master had nothing for this long and no download runs: close the shard (the crawl may be ending).
-SHARD_IDLE_SECONDS = 0.5
+# Nothing in hand and nothing from the master for this long: close the shard (the crawl may be ending).
+SHARD_IDLE_SECONDS = 0.25
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -104,6 +104,8 @@ class _Slots:
         # A Counter: an expired lease can bring a task back to the worker still downloading it.
         self._held: collections.Counter[int] = collections.Counter()
         self._changed = threading.Condition()
+        self.empty_since: float | None = None
+        """Since when the worker holds no task (None: it holds some, or never had any)."""
 
     def wait_for_idle(self, timeout: float) -> tuple[int, int]:
         """Wait up to ``timeout`` for an idle thread; return (idle threads, room to queue), or (0, 0).
@@ -121,6 +123,8 @@ class _Slots:
 
     def take(self, tasks: list[Task]) -> None:
         with self._changed:
+            if tasks:
+                self.empty_since = None
             self._used += len(tasks)
             self._held.update(task.id for task in tasks)
 
@@ -130,6 +134,8 @@ class _Slots:
             self._held[task.id] -= 1
             if self._held[task.id] <= 0:
                 del self._held[task.id]
+            if not self._used:
+                self.empty_since = time.monotonic()
             if self._used < self._threads:  # above, the tasks queued keep every thread busy: no one to wake
                 self._changed.notify()
 
@@ -160,7 +166,6 @@ class Worker:
         self._shards: ShardBook | None = None
         self._shard_batches: collections.deque[list[Result]] = collections.deque()
         """Results of closed shards, each sent whole, in one delivery."""
-        self._idle_since: float | None = None
         self._stopping = threading.Event()
         self._link: WorkerLink | None = None
         self._watchdog: Watchdog | None = None
@@ -247,10 +252,7 @@ class Worker:
             try:
                 batch = task.get(True, GET_TIMEOUT, idle, extra)
             except queue.Empty:
-                if self._idle_since is None and not self._slots.in_use():
-                    self._idle_since = time.monotonic()
                 continue
-            self._idle_since = None
             self._slots.take(batch)
             for item in batch:
                 self._downloads.put(item)
@@ -332,9 +334,9 @@ class Worker:
             self._shard_batches.append(results)
 
     def _idle(self) -> bool:
-        """No download running and the master had nothing to give for a while: time to close the shard."""
-        since = self._idle_since
-        return since is not None and time.monotonic() - since >= SHARD_IDLE_SECONDS and not self._slots.in_use()
+        """Nothing in hand for a while (the master had nothing to give): time to close the shard."""
+        since = self._slots.empty_since
+        return since is not None and time.monotonic() - since >= SHARD_IDLE_SECONDS
 
     def download(self, session: Any, task: Task) -> Result:
         """Fetch one task; whatever happens, return its result.
