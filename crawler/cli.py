@@ -51,11 +51,11 @@ MIN_FREE_ENV = "CRAWLER_MIN_FREE"
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 STATUS_WATCH_SECONDS = 2.0
 CRAWL_PER_HOST = 4
+"""Default downloads in flight per host when following links: polite to sites we were not asked about."""
 STRAY_SHARD_SECONDS = 60.0
 """``crawler manifest`` spares unaccepted shards younger than this: a running crawl may accept them yet."""
 LOCAL_CONNECT_SECONDS = 10.0
 """How long a local worker of ``run`` keeps trying to reach its master (it is on this machine)."""
-"""Default downloads in flight per host when following links: polite to sites we were not asked about."""
 DEFAULTS = Policy()
 """The policy's defaults, which the options show and start from: written once, in Policy."""
 
@@ -642,8 +642,7 @@ def _run_worker_processes(args: argparse.Namespace, threads: list[int], authkey:
         workers.start(format_address(args.connect))
         return workers.wait()
     except KeyboardInterrupt:
-        workers.stop()  # each worker got the Ctrl-C too, and hands its URLs back
-        return EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED  # each worker got the Ctrl-C too, and hands its URLs back
     finally:
         workers.stop()
 
