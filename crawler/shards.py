@@ -193,8 +193,10 @@ class ShardBook:
                     self._shard = _Shard(self._root)
                     self._shard.opened = self._clock()
                 meta = sample_json(task, result)
-                caption = meta.get("caption") if task.columns else None
-                self._shard.add(task.key, staged, meta, None if caption is None else str(caption))
+                caption = None
+                if "caption" in meta:  # a kept column: every sample then has its KEY.txt, empty for a null
+                    caption = "" if meta["caption"] is None else str(meta["caption"])
+                self._shard.add(task.key, staged, meta, caption)
             except OSError as error:
                 return self._fail(f"cannot write the shard: {first_line(error)}", [result])
             finally:

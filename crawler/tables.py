@@ -24,10 +24,11 @@ import gzip
 import itertools
 import json
 import sys
+import zlib
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
-from .errors import UsageError
+from .errors import UsageError, first_line
 from .seeds import SeedLine, bounded_lines, open_seeds, parse_seed, read_seeds
 
 __all__ = ["INPUT_FORMATS", "InputSpec", "SeedSource", "input_format", "open_input"]
@@ -66,12 +67,14 @@ def input_format(path: str, explicit: str | None = None) -> str:
 class SeedSource(contextlib.AbstractContextManager["SeedSource"]):
     """An open seed file: iterate it for seed lines; closing it closes the file."""
 
-    def __init__(self, lines: Iterable[SeedLine], closing: IO[Any] | None) -> None:
+    def __init__(self, path: str, lines: Iterable[SeedLine], closing: IO[Any] | None) -> None:
+        self._path = path
         self._lines = lines
         self._closing = closing
 
     def __iter__(self) -> Iterator[SeedLine]:
-        return iter(self._lines)
+        with _reading(self._path):
+            yield from self._lines
 
     def __exit__(self, *exc_info: object) -> None:
         if self._closing is not None and self._closing is not sys.stdin:
@@ -79,22 +82,36 @@ class SeedSource(contextlib.AbstractContextManager["SeedSource"]):
 
 
 def open_input(path: str, spec: InputSpec) -> SeedSource:
-    """Open the seeds as ``spec`` says; raise UsageError for a file that cannot be read or lacks a column."""
+    """Open the seeds as ``spec`` says; raise UsageError for a file that cannot be read or lacks a column.
+
+    Reading it may raise UsageError too: a file cut short or corrupt (a
+    gzip stream that ends early) is found only when reading gets there.
+    """
     if spec.format == "txt":
-        if path.endswith(".gz"):
-            stream = _open_text(path)
-            return SeedSource(read_seeds(stream), stream)
-        stream = open_seeds(path)
-        return SeedSource(read_seeds(stream), stream)
+        if spec.save_cols:
+            raise UsageError("--save-cols needs a table: a .csv, .tsv, .jsonl or .parquet file, or --input-format")
+        stream = _open_text(path) if path.endswith(".gz") else open_seeds(path)
+        return SeedSource(path, read_seeds(stream), stream)
     if spec.format == "parquet":
         return _open_parquet(path, spec)
     stream = _open_text(path, newline="")
     try:
-        rows = _csv_rows(path, stream, spec) if spec.format in ("csv", "tsv") else _jsonl_rows(path, stream, spec)
+        with _reading(path):
+            rows = _csv_rows(path, stream, spec) if spec.format in ("csv", "tsv") else _jsonl_rows(path, stream, spec)
     except BaseException:
-        stream.close()
+        if stream is not sys.stdin:
+            stream.close()
         raise
-    return SeedSource(rows, stream)
+    return SeedSource(path, rows, stream)
+
+
+@contextlib.contextmanager
+def _reading(path: str) -> Iterator[None]:
+    """A file that fails while it is read (corrupt, cut short, gone) is one line, not a traceback."""
+    try:
+        yield
+    except (OSError, EOFError, zlib.error) as error:
+        raise UsageError(f"cannot read seeds file {path}: {first_line(error)}") from None
 
 
 def _open_text(path: str, newline: str | None = None) -> IO[str]:
@@ -212,13 +229,14 @@ def _open_parquet(path: str, spec: InputSpec) -> SeedSource:
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
         raise UsageError(f"cannot read seeds file {path}: {error}") from None
     _check_columns(path, list(table.schema_arrow.names), spec)
-    return SeedSource(_parquet_seeds(table, spec), None)
+    return SeedSource(path, _parquet_seeds(table, spec), None)
 
 
 def _parquet_seeds(table: Any, spec: InputSpec) -> Iterator[SeedLine]:
     row = 0
     try:
-        for batch in table.iter_batches(batch_size=PARQUET_BATCH, columns=[spec.url_col, *spec.save_cols]):
+        batches = table.iter_batches(batch_size=PARQUET_BATCH, columns=[spec.url_col, *spec.save_cols])
+        for batch in _parquet_batches(batches):
             urls = batch.column(spec.url_col).to_pylist()
             kept = {name: batch.column(name).to_pylist() for name in spec.save_cols}
             for index, url in enumerate(urls):
@@ -226,3 +244,15 @@ def _parquet_seeds(table: Any, spec: InputSpec) -> Iterator[SeedLine]:
                 yield _seed(row, url, {name: values[index] for name, values in kept.items()}, spec)
     finally:
         table.close()
+
+
+def _parquet_batches(batches: Iterator[Any]) -> Iterator[Any]:
+    """pyarrow says a corrupt page with a ValueError (ArrowInvalid): one line, like any unreadable file."""
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except ValueError as error:
+            raise OSError(f"not Parquet past row this far: {first_line(error)}") from None
+        yield batch

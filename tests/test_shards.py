@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 from pathlib import Path
@@ -130,10 +129,10 @@ def test_sweeping_removes_shards_never_accepted_and_part_files(tmp_path: Path) -
     assert sorted(path.name for path in folder.iterdir()) == ["kept.tar", "notes.txt"]
 
 
-@pytest.mark.parametrize("caption", ["plain", "ünïcödé ✓", ""])
-def test_captions_are_utf8_text(tmp_path: Path, caption: str) -> None:
+@pytest.mark.parametrize(("caption", "text"), [("plain", "plain"), ("ünïcödé ✓", "ünïcödé ✓"), ("", ""), (None, "")])
+def test_captions_are_utf8_text_and_a_null_one_is_empty(tmp_path: Path, caption: str | None, text: str) -> None:
     book = ShardBook(tmp_path, Policy(shard_size=1))
-    task, result = sample(5, caption=caption)
+    task, result = sample(5)
+    task = task._replace(columns=json.dumps({"caption": caption}))
     [done] = book.add(task, result, staged(tmp_path, "5.jpg", b"x")) or []
-    text = members(tmp_path / str(done.shard))["000000050.txt"]
-    assert io.BytesIO(text).read().decode() == caption
+    assert members(tmp_path / str(done.shard))["000000050.txt"].decode() == text

@@ -12,6 +12,7 @@ import pytest
 from crawler.errors import UsageError
 from crawler.seeds import SeedLine
 from crawler.tables import InputSpec, input_format, open_input
+from tests.conftest import run_crawler
 
 SPEC = InputSpec("csv", "url", ("caption", "license"))
 
@@ -166,3 +167,41 @@ def test_a_large_table_is_streamed_not_loaded(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert count == 100_000
     assert size > 6_000_000 and peak < 500_000, (size, peak)  # a row at a time, not the file
+
+
+def test_a_corrupt_or_cut_gzip_is_one_line_when_it_is_found(tmp_path: Path) -> None:
+    not_gzip = tmp_path / "plain.csv.gz"
+    not_gzip.write_text("url\nhttp://example.com/a\n")
+    with pytest.raises(UsageError, match=r"cannot read seeds file .*plain\.csv\.gz: Not a gzipped file"):
+        open_input(str(not_gzip), SPEC)
+    rows = "url,caption,license\n" + "".join(f"http://example.com/{n}.jpg,c{n},x\n" for n in range(20_000))
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes(gzip.compress(rows.encode())[:20_000])
+    read_before_the_cut = 0
+    cut_found = pytest.raises(UsageError, match=r"cannot read seeds file .*cut\.csv\.gz: Compressed file ended")
+    with cut_found, open_input(str(cut), SPEC) as source:
+        for _line in source:
+            read_before_the_cut += 1
+    assert read_before_the_cut > 100  # the rows before the cut were read; the cut is found where it is
+
+
+def test_kept_columns_need_a_table(tmp_path: Path) -> None:
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text("http://example.com/a\n")
+    with pytest.raises(UsageError, match="--save-cols needs a table"):
+        open_input(str(seeds), InputSpec("txt", "url", ("caption",)))
+
+
+def test_the_command_line_says_a_bad_table_in_one_line_and_exits_2(tmp_path: Path) -> None:
+    table = tmp_path / "images.csv"
+    table.write_text("link,caption\nhttp://127.0.0.1:9/a.png,x\n")
+    done = run_crawler("run", str(table), "-o", str(tmp_path / "out"), "--save-cols", "caption")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"crawler: error: {table} has no column 'url' (--url-col); its columns: link, caption"
+    )
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes(gzip.compress(b"url\n" + b"http://127.0.0.1:9/x.png\n" * 50_000)[:3000])
+    done = run_crawler("run", str(cut), "-o", str(tmp_path / "out2"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"crawler: error: cannot read seeds file {cut}")
