@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
 from .state import MANIFEST_KEYS, STATE_FOLDER, CrawlState, FinalRecord
+from .tables import import_parquet
 
 __all__ = ["PARQUET_NAME", "write_parquet"]
 
@@ -47,13 +47,9 @@ def _rows(records: Iterator[FinalRecord]) -> Iterator[dict[str, Any]]:
 
 def write_parquet(root: Path, state: CrawlState) -> Path:
     """Write ``root/manifest.parquet`` from the state; return its path."""
-    try:
-        import pyarrow
-        import pyarrow.parquet as parquet
-    except ImportError:
-        raise UsageError(
-            "--format parquet needs pyarrow: pip install pyarrow (or pip install '.[parquet]' from a checkout)"
-        ) from None
+    parquet = import_parquet("--format parquet")
+    import pyarrow  # there, since pyarrow.parquet is
+
     schema = _schema(pyarrow)
     path = root / PARQUET_NAME
     temporary = root / STATE_FOLDER / f"{PARQUET_NAME}.tmp"

@@ -31,7 +31,7 @@ from typing import IO, Any
 from .errors import UsageError, first_line
 from .seeds import SeedLine, bounded_lines, open_seeds, parse_seed, read_seeds
 
-__all__ = ["INPUT_FORMATS", "InputSpec", "SeedSource", "input_format", "open_input"]
+__all__ = ["INPUT_FORMATS", "InputSpec", "SeedSource", "import_parquet", "input_format", "open_input"]
 
 INPUT_FORMATS = ("txt", "csv", "tsv", "jsonl", "parquet")
 _EXTENSIONS = {
@@ -217,13 +217,19 @@ def _jsonl_seeds(lines: Iterator[tuple[str, bool]], spec: InputSpec) -> Iterator
         yield _seed(row, record.get(spec.url_col), {name: record.get(name) for name in spec.save_cols}, spec)
 
 
-def _open_parquet(path: str, spec: InputSpec) -> SeedSource:
+def import_parquet(needed_by: str) -> Any:
+    """``pyarrow.parquet``, or a UsageError saying what needs it and how to install it (an extra)."""
     try:
         import pyarrow.parquet as parquet
     except ImportError:
         raise UsageError(
-            "reading Parquet needs pyarrow: pip install pyarrow (or pip install '.[parquet]' from a checkout)"
+            f"{needed_by} needs pyarrow: pip install pyarrow (or pip install '.[parquet]' from a checkout)"
         ) from None
+    return parquet
+
+
+def _open_parquet(path: str, spec: InputSpec) -> SeedSource:
+    parquet = import_parquet("reading Parquet")
     try:
         table = parquet.ParquetFile(path)
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -205,3 +206,9 @@ def test_the_command_line_says_a_bad_table_in_one_line_and_exits_2(tmp_path: Pat
     done = run_crawler("run", str(cut), "-o", str(tmp_path / "out2"))
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith(f"crawler: error: cannot read seeds file {cut}")
+
+
+def test_parquet_without_pyarrow_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # as if pyarrow were not installed
+    with pytest.raises(UsageError, match=r"^reading Parquet needs pyarrow: pip install pyarrow"):
+        open_input(str(tmp_path / "images.parquet"), InputSpec("parquet"))
