@@ -20,7 +20,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import requests
 import urllib3
@@ -58,14 +58,9 @@ class BadTarget(Exception):
 
 
 class CrawlSession(requests.Session):
-    """A requests session, plus what each URL's request starts from (see prepare_get)."""
+    """A requests session, plus the cookies of ``--cookies`` to start each URL's jar with."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.file_cookies: requests.cookies.RequestsCookieJar | None = None
-        """The cookies of ``--cookies``: each URL's jar starts as a copy of them."""
-        self.request_headers: dict[str, str] = {}
-        """The session's headers, set by make_session."""
+    file_cookies: requests.cookies.RequestsCookieJar | None = None
 
 
 def make_session(policy: Policy) -> CrawlSession:
@@ -84,7 +79,6 @@ def make_session(policy: Policy) -> CrawlSession:
     session.max_redirects = policy.max_redirects
     session.headers["User-Agent"] = policy.agent
     session.headers.update(policy.headers)  # the user's, a User-Agent among them included
-    session.request_headers = {name: str(value) for name, value in session.headers.items()}
     if policy.cookies:
         session.file_cookies = _cookie_jar(policy.cookies)
     # No cookie outlives its URL: what a URL gets must not depend on which
@@ -113,7 +107,7 @@ def _get(session: CrawlSession, task: Task, policy: Policy, transfer: Transfer) 
     """
     cookies = session.file_cookies.copy() if session.file_cookies is not None else None
     try:
-        prepared = prepare_get(task.url, session.request_headers, cookies, task.auth, transfer.saw_response)
+        prepared = prepare_get(task.url, session.headers, cookies, task.auth, transfer.saw_response)
         return session.send(prepared, stream=True, timeout=policy.timeout, allow_redirects=True)
     except ValueError as error:
         # requests' InvalidURL and InvalidSchema are ValueErrors, and a Location
@@ -124,7 +118,7 @@ def _get(session: CrawlSession, task: Task, policy: Policy, transfer: Transfer) 
 
 def prepare_get(
     url: str,
-    headers: Mapping[str, str],
+    headers: Mapping[str, str | bytes],
     cookies: requests.cookies.RequestsCookieJar | None,
     auth: tuple[str, str] | None,
     hook: Callable[..., Any],
@@ -138,8 +132,8 @@ def prepare_get(
     prepared = requests.PreparedRequest()
     prepared.method = "GET"
     prepared.prepare_url(url, None)
-    prepared.headers = requests.structures.CaseInsensitiveDict()
-    prepared.headers.update(headers)
+    # make_session sets only text values; requests' stubs type a session's headers wider than that.
+    prepared.headers = requests.structures.CaseInsensitiveDict(cast("Mapping[str, str]", headers))
     # The request keeps this jar: cookies set along its redirects go into it.
     prepared.prepare_cookies(cookies if cookies is not None else requests.cookies.RequestsCookieJar())
     prepared.body = None

@@ -112,9 +112,9 @@ class LocalWorkers:
 
     def wait(self) -> int:
         """Wait for every worker to exit; return the first failing status, or 0."""
-        while self.poll() is None:
-            time.sleep(0.05)
-        assert self.status is not None
+        if self.status is None:
+            # Blocking: a signal's handler still runs (waitpid is retried), and Ctrl-C still raises.
+            self.status = os.waitstatus_to_exitcode(os.waitpid(self._zygote, 0)[1])
         return self.status
 
     def stop(self) -> None:

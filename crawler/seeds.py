@@ -9,10 +9,11 @@ huge line cannot take the master's memory.
 
 from __future__ import annotations
 
+import gzip
 import re
 import sys
 from collections.abc import Iterator
-from typing import IO, NamedTuple, TextIO
+from typing import IO, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 from .errors import UsageError
@@ -131,11 +132,16 @@ def bounded_lines(stream: IO[str]) -> Iterator[tuple[str, bool]]:
         yield line, False
 
 
-def open_seeds(path: str) -> TextIO:
-    """Open the seed list for reading (``-`` is standard input)."""
+def open_seeds(path: str, newline: str | None = None) -> IO[str]:
+    """Open the seed list, or a table, for reading as text (``-`` is standard input; ``.gz`` is unzipped).
+
+    ``newline=""`` is what the csv module wants: it reads quoted line breaks itself.
+    """
     if path == "-":
         return sys.stdin
     try:
-        return open(path, encoding="utf-8", errors="replace", newline=None)
+        if path.endswith(".gz"):
+            return gzip.open(path, "rt", encoding="utf-8", errors="replace", newline=newline)
+        return open(path, encoding="utf-8", errors="replace", newline=newline)
     except OSError as error:
         raise UsageError(f"cannot read seeds file {path}: {error.strerror}") from None

@@ -29,7 +29,6 @@ import io
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
 import socket
@@ -43,7 +42,8 @@ from typing import Any, NamedTuple
 from .broker import Delivery
 from .errors import first_line
 from .messages import Outcome, Policy, Result, Task
-from .storage import modified_at
+from .state import STATE_FOLDER
+from .storage import UNSAFE_CHARS, modified_at
 
 __all__ = [
     "SHARDS_FOLDER",
@@ -59,7 +59,7 @@ logger = logging.getLogger(__name__)
 
 SHARDS_FOLDER = "shards"
 PART_SUFFIX = ".part"
-STAGING_FOLDER = ".crawler/staging"
+STAGING_FOLDER = f"{STATE_FOLDER}/staging"
 
 
 def is_sample(result: Result) -> bool:
@@ -73,13 +73,13 @@ def staging_folder(root: Path, name: str) -> Path:
     Named after the host and the process, so a worker can tell the folders
     of dead processes of its own host and remove them (see clear_stale_staging).
     """
-    return root / STAGING_FOLDER / re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    return root / STAGING_FOLDER / UNSAFE_CHARS.sub("_", name)
 
 
 def clear_stale_staging(root: Path) -> int:
     """Remove the staging folders that processes of this host left when they died; return how many."""
     removed = 0
-    host = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname())
+    host = UNSAFE_CHARS.sub("_", socket.gethostname())
     with contextlib.suppress(FileNotFoundError):
         for folder in (root / STAGING_FOLDER).iterdir():
             owner, _, pid = folder.name.rpartition("_")
@@ -95,7 +95,7 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass  # another user's process: alive
     return True
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import gzip
 import itertools
 import json
 import sys
@@ -90,11 +89,11 @@ def open_input(path: str, spec: InputSpec) -> SeedSource:
     if spec.format == "txt":
         if spec.save_cols:
             raise UsageError("--save-cols needs a table: a .csv, .tsv, .jsonl or .parquet file, or --input-format")
-        stream = _open_text(path) if path.endswith(".gz") else open_seeds(path)
+        stream = open_seeds(path)
         return SeedSource(path, read_seeds(stream), stream)
     if spec.format == "parquet":
         return _open_parquet(path, spec)
-    stream = _open_text(path, newline="")
+    stream = open_seeds(path, newline="")
     try:
         with _reading(path):
             rows = _csv_rows(path, stream, spec) if spec.format in ("csv", "tsv") else _jsonl_rows(path, stream, spec)
@@ -112,17 +111,6 @@ def _reading(path: str) -> Iterator[None]:
         yield
     except (OSError, EOFError, zlib.error) as error:
         raise UsageError(f"cannot read seeds file {path}: {first_line(error)}") from None
-
-
-def _open_text(path: str, newline: str | None = None) -> IO[str]:
-    if path == "-":
-        return sys.stdin
-    try:
-        if path.endswith(".gz"):
-            return gzip.open(path, "rt", encoding="utf-8", errors="replace", newline=newline)
-        return open(path, encoding="utf-8", errors="replace", newline=newline)
-    except OSError as error:
-        raise UsageError(f"cannot read seeds file {path}: {error.strerror}") from None
 
 
 def _missing_column(path: str, name: str, columns: list[str], option: str) -> UsageError:
@@ -235,30 +223,19 @@ def _open_parquet(path: str, spec: InputSpec) -> SeedSource:
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
         raise UsageError(f"cannot read seeds file {path}: {error}") from None
     _check_columns(path, list(table.schema_arrow.names), spec)
-    return SeedSource(path, _parquet_seeds(table, spec), None)
+    return SeedSource(path, _parquet_seeds(path, table, spec), None)
 
 
-def _parquet_seeds(table: Any, spec: InputSpec) -> Iterator[SeedLine]:
+def _parquet_seeds(path: str, table: Any, spec: InputSpec) -> Iterator[SeedLine]:
     row = 0
     try:
-        batches = table.iter_batches(batch_size=PARQUET_BATCH, columns=[spec.url_col, *spec.save_cols])
-        for batch in _parquet_batches(batches):
+        for batch in table.iter_batches(batch_size=PARQUET_BATCH, columns=[spec.url_col, *spec.save_cols]):
             urls = batch.column(spec.url_col).to_pylist()
             kept = {name: batch.column(name).to_pylist() for name in spec.save_cols}
             for index, url in enumerate(urls):
                 row += 1
                 yield _seed(row, url, {name: values[index] for name, values in kept.items()}, spec)
+    except ValueError as error:  # a corrupt page: pyarrow's ArrowInvalid is a ValueError
+        raise UsageError(f"cannot read seeds file {path}: {first_line(error)}") from None
     finally:
         table.close()
-
-
-def _parquet_batches(batches: Iterator[Any]) -> Iterator[Any]:
-    """pyarrow says a corrupt page with a ValueError (ArrowInvalid): one line, like any unreadable file."""
-    while True:
-        try:
-            batch = next(batches)
-        except StopIteration:
-            return
-        except ValueError as error:
-            raise OSError(f"not Parquet past row this far: {first_line(error)}") from None
-        yield batch
